@@ -1,0 +1,37 @@
+"""The metric lines the job prints and the regexes that read them back.
+
+SageMaker hyperparameter tuning and the training console read metrics from the
+job's log with these regexes (MetricDefinitions), so the line format is a
+contract: change the format and the regexes together, and tests prove they match.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A float as Python's format(value, ".4f") or repr prints it, including nan and inf.
+_NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|nan|inf)"
+
+METRIC_DEFINITIONS: list[dict[str, str]] = [
+    {"Name": "train:loss", "Regex": rf"\btrain_loss={_NUMBER}"},
+    {"Name": "train:accuracy", "Regex": rf"\btrain_accuracy={_NUMBER}"},
+    {"Name": "valid:loss", "Regex": rf"\bvalid_loss={_NUMBER}"},
+    {"Name": "valid:accuracy", "Regex": rf"\bvalid_accuracy={_NUMBER}"},
+    {"Name": "test:loss", "Regex": rf"\btest_loss={_NUMBER}"},
+    {"Name": "test:accuracy", "Regex": rf"\btest_accuracy={_NUMBER}"},
+]
+
+
+def format_metrics(prefix: dict[str, int] | None = None, **values: float) -> str:
+    """One stable `key=value` line, e.g. `epoch=3 train_loss=0.2100 valid_accuracy=0.9400`."""
+    fields = [f"{key}={value}" for key, value in (prefix or {}).items()]
+    fields += [f"{key}={value:.4f}" for key, value in values.items()]
+    return " ".join(fields)
+
+
+def parse_metrics(log: str) -> dict[str, list[float]]:
+    """Every value each MetricDefinition finds in a log, in order (as SageMaker reads them)."""
+    return {
+        definition["Name"]: [float(m) for m in re.findall(definition["Regex"], log)]
+        for definition in METRIC_DEFINITIONS
+    }

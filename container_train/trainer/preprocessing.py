@@ -1,0 +1,93 @@
+"""Image preprocessing, defined once for training, evaluation and serving.
+
+The training job writes a `Preprocessing` into `model_config.json`; the serving
+container rebuilds the same transform from it. This module imports nothing from
+the rest of the training code, so the serving image can ship it on its own.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import torch
+from PIL import Image, ImageOps
+from torchvision.transforms import v2
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Decompression-bomb guard: a 6 MB request can still declare billions of pixels.
+MAX_IMAGE_PIXELS = 40_000_000
+
+# The classic ImageNet eval recipe resizes the short side to size / 0.875 before the centre crop.
+CROP_RATIO = 0.875
+
+
+class UnreadableImageError(ValueError):
+    """The bytes are not an image Pillow can decode, or the image is too large."""
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """Eval preprocessing: resize the short side, centre-crop, scale to [0, 1], normalise."""
+
+    image_size: int = 224
+    resize_size: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    interpolation: str = "bilinear"
+    max_pixels: int = field(default=MAX_IMAGE_PIXELS)
+
+    @classmethod
+    def for_image_size(cls, image_size: int) -> Preprocessing:
+        return cls(image_size=image_size, resize_size=round(image_size / CROP_RATIO))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Preprocessing:
+        known = {name: values[name] for name in cls.__dataclass_fields__ if name in values}
+        for name in ("mean", "std"):
+            if name in known:
+                known[name] = tuple(known[name])
+        return cls(**known)
+
+
+def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Decode any image Pillow reads (grayscale, RGBA, palette, CMYK, EXIF-rotated) as RGB."""
+    stream = io.BytesIO(source) if isinstance(source, bytes) else source
+    try:
+        with Image.open(stream) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise UnreadableImageError(
+                    f"image is {width}x{height} pixels, over the limit of {max_pixels:,}"
+                )
+            upright = ImageOps.exif_transpose(image)
+            return upright.convert("RGB")
+    except UnreadableImageError:
+        raise
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+        raise UnreadableImageError(f"not a decodable image ({error})") from error
+
+
+def eval_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
+    """PIL RGB image -> normalised float tensor of shape (3, image_size, image_size)."""
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(
+                preprocessing.resize_size,
+                interpolation=v2.InterpolationMode(preprocessing.interpolation),
+                antialias=True,
+            ),
+            v2.CenterCrop(preprocessing.image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
+        ]
+    )

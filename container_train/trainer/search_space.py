@@ -1,0 +1,37 @@
+"""The hyperparameter search space, defined once for the SageMaker tuner and local tuning."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FloatRange:
+    low: float
+    high: float
+    log: bool = False
+
+
+@dataclass(frozen=True)
+class Choice:
+    values: tuple[int, ...]
+
+
+SEARCH_SPACE: dict[str, FloatRange | Choice] = {
+    "lr": FloatRange(1e-5, 1e-1, log=True),
+    "eps": FloatRange(1e-9, 1e-8),
+    "weight_decay": FloatRange(1e-3, 1e-1),
+    "batch_size": Choice((64, 128)),
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    metric: str  # a MetricDefinitions name from trainer.metrics
+    direction: str  # "Maximize" or "Minimize", as SageMaker spells it
+
+
+OBJECTIVES = {
+    "valid_accuracy": Objective("valid:accuracy", "Maximize"),
+    "valid_loss": Objective("valid:loss", "Minimize"),
+}
