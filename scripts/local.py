@@ -86,7 +86,9 @@ def train(data: Path, job_dir: Path, hyperparameters: dict[str, str]) -> int:
         if not (data / required).is_dir():
             print(f"note: {data / required} is missing; the job will report it", file=sys.stderr)
     layout_job_dir(job_dir, data, hyperparameters)
-    completed = subprocess.run([venv_command("train")], env=training_environment(job_dir))
+    completed = subprocess.run(
+        [venv_command("train")], check=False, env=training_environment(job_dir)
+    )
     return completed.returncode
 
 
@@ -95,12 +97,25 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
 
     train_parser = commands.add_parser("train", help="run the training job locally")
-    train_parser.add_argument("--data", type=Path, required=True,
-                              help="folder with train/ and valid/ (and optional test/) ImageFolders")
-    train_parser.add_argument("--job-dir", type=Path, required=True,
-                              help="folder laid out like /opt/ml; model/ holds the artifacts")
-    train_parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE",
-                              help="a hyperparameter, as SageMaker would pass it (repeatable)")
+    train_parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with train/ and valid/ (and optional test/) ImageFolders",
+    )
+    train_parser.add_argument(
+        "--job-dir",
+        type=Path,
+        required=True,
+        help="folder laid out like /opt/ml; model/ holds the artifacts",
+    )
+    train_parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a hyperparameter, as SageMaker would pass it (repeatable)",
+    )
     return parser
 
 

@@ -17,7 +17,9 @@ CLASS_STYLES = {
 }
 
 
-def make_image(label: str, rng: np.random.Generator, size: tuple[int, int] = (64, 48)) -> Image.Image:
+def make_image(
+    label: str, rng: np.random.Generator, size: tuple[int, int] = (64, 48)
+) -> Image.Image:
     width, height = size
     colour, axis = CLASS_STYLES[label]
     base = np.empty((height, width, 3), dtype=np.float32)

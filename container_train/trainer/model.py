@@ -59,7 +59,9 @@ def build_backbone(pretrained: bool) -> nn.Module:
 def build_model(
     num_classes: int, hidden_units: int = 256, dropout: float = 0.2, pretrained: bool = True
 ) -> ImageClassifier:
-    return ImageClassifier(build_backbone(pretrained), build_head(num_classes, hidden_units, dropout))
+    return ImageClassifier(
+        build_backbone(pretrained), build_head(num_classes, hidden_units, dropout)
+    )
 
 
 def weights_path() -> Path:

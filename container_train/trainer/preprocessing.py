@@ -58,7 +58,9 @@ class Preprocessing:
         return cls(**known)
 
 
-def open_rgb(source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+def open_rgb(
+    source: str | Path | bytes | BinaryIO, max_pixels: int = MAX_IMAGE_PIXELS
+) -> Image.Image:
     """Decode any image Pillow reads (grayscale, RGBA, palette, CMYK, EXIF-rotated) as RGB."""
     stream = io.BytesIO(source) if isinstance(source, bytes) else source
     try:
