@@ -1,0 +1,99 @@
+# syntax=docker/dockerfile:1
+# Serving image. SageMaker runs `docker run IMAGE serve` and talks to port 8080
+# (GET /ping, POST /invocations); `serve` starts multi-model-server with the handler.
+#
+# Build from the repository root (.dockerignore keeps the context to what is copied here):
+#   docker build -f docker/serve.Dockerfile -t image-classifier-serve .                        # CPU
+#   docker build -f docker/serve.Dockerfile --build-arg VARIANT=gpu -t image-classifier-serve:gpu .
+# or let ./build_and_push.sh do it.
+
+# cpu (default): CPU-only torch, for ml.t2/ml.m5 endpoints; gpu: CUDA torch on an nvidia/cuda base.
+ARG VARIANT=cpu
+# `base`, not `cudnn-runtime`: the CUDA torch wheels bring their own CUDA and cuDNN libraries.
+ARG GPU_BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
+ARG CPU_BASE_IMAGE=ubuntu:24.04
+ARG BUILD_BASE_IMAGE=ubuntu:24.04
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
+
+# ---- build: Python and the pinned packages (never shipped: only /opt/python and /opt/venv) ----
+FROM ${BUILD_BASE_IMAGE} AS build
+ARG VARIANT
+# Python 3.11 as in the training image and the tests (Ubuntu 24.04 ships 3.12).
+ARG PYTHON_VERSION=3.11.18
+ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# Ubuntu's package versions are not pinned: the archive drops superseded versions.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_PYTHON_PREFERENCE=only-managed \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+RUN uv python install "${PYTHON_VERSION}" \
+ && "$(uv python find "${PYTHON_VERSION}")" -m venv /opt/venv
+ENV PATH=/opt/venv/bin:${PATH}
+COPY container_serve/requirements.txt constraints.txt /tmp/requirements/
+WORKDIR /tmp/requirements
+# The same pinned file `make venv` installs. For VARIANT=cpu, torch and torchvision come
+# first from the PyTorch CPU index (2.x.y+cpu satisfies ==2.x.y), without dependencies, so
+# every other package still resolves from PyPI under constraints.txt and no CUDA wheel
+# is pulled in.
+RUN --mount=type=cache,target=/root/.cache/pip \
+    case "${VARIANT}" in \
+      gpu) ;; \
+      cpu) pip install --no-deps --index-url "${TORCH_CPU_INDEX_URL}" \
+             "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+cpu" \
+             "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+cpu" ;; \
+      *) echo "VARIANT must be cpu or gpu, got ${VARIANT}" >&2; exit 1 ;; \
+    esac \
+ && pip install -r requirements.txt -c constraints.txt \
+ && pip check
+
+# ---- runtime ----
+FROM ${CPU_BASE_IMAGE} AS base-cpu
+FROM ${GPU_BASE_IMAGE} AS base-gpu
+# base-cpu / base-gpu are the stages above, not registry images.
+# hadolint ignore=DL3006
+FROM base-${VARIANT} AS runtime
+ARG VARIANT
+LABEL org.opencontainers.image.title="image-classifier-serve" \
+      org.opencontainers.image.description="SageMaker serving image: image classifier on multi-model-server (${VARIANT})" \
+      com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+# multi-model-server is a Java server: a headless JRE is all it needs.
+# The serving toolkit writes its MMS config to /etc/sagemaker-mms.properties: the file is
+# created here and handed to the unprivileged user, which cannot create files in /etc.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/* \
+ && useradd --system --uid 10001 --user-group --create-home --home-dir /home/model-server \
+      --shell /usr/sbin/nologin model-server \
+ && touch /etc/sagemaker-mms.properties \
+ && chown model-server:model-server /etc/sagemaker-mms.properties
+COPY --from=build /opt/python /opt/python
+COPY --from=build /opt/venv /opt/venv
+# The handler, and the training package's preprocessing so both sides prepare images alike.
+COPY container_train/trainer/__init__.py container_train/trainer/preprocessing.py /opt/program/trainer/
+COPY container_serve/serving /opt/program/serving
+COPY --chmod=755 container_serve/serve /usr/local/bin/serve
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/opt/program \
+    SAGEMAKER_BASE_DIR=/opt/ml \
+    SAGEMAKER_BIND_TO_PORT=8080 \
+    SAGEMAKER_MODEL_SERVER_TIMEOUT=60 \
+    SAGEMAKER_MAX_PAYLOAD_IN_MB=6 \
+    SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT=application/json \
+    SAGEMAKER_STARTUP_TIMEOUT=600
+# model-server (uid 10001). MMS writes logs/ and its model export folder under the working
+# directory, so that is its home.
+USER 10001:10001
+WORKDIR /home/model-server
+EXPOSE 8080
+CMD ["serve"]

@@ -1,0 +1,95 @@
+# syntax=docker/dockerfile:1
+# Training image. SageMaker runs `docker run IMAGE train`; `train` is sagemaker-training's
+# console command, which calls SAGEMAKER_TRAINING_MODULE (trainer.job:main).
+#
+# Build from the repository root (.dockerignore keeps the context to what is copied here):
+#   docker build -f docker/train.Dockerfile -t image-classifier-train .
+#   docker build -f docker/train.Dockerfile --build-arg VARIANT=cpu -t image-classifier-train:cpu .
+# or let ./build_and_push.sh do it.
+
+# gpu: CUDA torch from PyPI on a small nvidia/cuda base; cpu: CPU-only torch on Ubuntu.
+ARG VARIANT=gpu
+# `base`, not `cudnn-runtime`: the torch wheels bring their own CUDA and cuDNN libraries
+# (nvidia-* wheels), so a cuDNN base image would hold a second copy of several GB.
+# The base image adds the NVIDIA runtime settings and the cuda-compat libraries.
+ARG GPU_BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
+ARG CPU_BASE_IMAGE=ubuntu:24.04
+ARG BUILD_BASE_IMAGE=ubuntu:24.04
+ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
+
+FROM ${UV_IMAGE} AS uv
+
+# ---- build: Python, the pinned packages and the compilers they need (never shipped) ----
+FROM ${BUILD_BASE_IMAGE} AS build
+ARG VARIANT
+# The project is tested on Python 3.11 (sagemaker-training 4.9 and smdebug were checked on
+# it); Ubuntu 24.04 ships 3.12, so uv installs a standalone CPython 3.11 under /opt/python.
+ARG PYTHON_VERSION=3.11.18
+ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+# gcc and libc headers: sagemaker-training builds a C extension from its sdist.
+# Ubuntu's package versions are not pinned: the archive drops superseded versions.
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates gcc libc6-dev \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=uv /uv /usr/local/bin/uv
+ENV UV_PYTHON_INSTALL_DIR=/opt/python \
+    UV_PYTHON_PREFERENCE=only-managed \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
+RUN uv python install "${PYTHON_VERSION}" \
+ && "$(uv python find "${PYTHON_VERSION}")" -m venv /opt/venv
+ENV PATH=/opt/venv/bin:${PATH}
+COPY container_train/requirements.txt constraints.txt /tmp/requirements/
+# The same pinned file `make venv` installs. For VARIANT=cpu, torch and torchvision come
+# first from the PyTorch CPU index (2.x.y+cpu satisfies ==2.x.y), without dependencies, so
+# every other package still resolves from PyPI under constraints.txt.
+WORKDIR /tmp/requirements
+RUN --mount=type=cache,target=/root/.cache/pip \
+    case "${VARIANT}" in \
+      gpu) ;; \
+      cpu) pip install --no-deps --index-url "${TORCH_CPU_INDEX_URL}" \
+             "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+cpu" \
+             "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+cpu" ;; \
+      *) echo "VARIANT must be cpu or gpu, got ${VARIANT}" >&2; exit 1 ;; \
+    esac \
+ && pip install -r requirements.txt -c constraints.txt \
+ && pip check
+
+# ---- weights: ResNet50 ImageNet weights baked in, so jobs run with network isolation ----
+FROM build AS weights
+ENV TORCH_HOME=/opt/torch
+COPY container_train/trainer /opt/program/trainer
+WORKDIR /opt/program
+RUN python -c "from trainer.model import fetch_pretrained_weights; print(fetch_pretrained_weights())"
+
+# ---- runtime ----
+FROM ${CPU_BASE_IMAGE} AS base-cpu
+FROM ${GPU_BASE_IMAGE} AS base-gpu
+# base-cpu / base-gpu are the stages above, not registry images.
+# hadolint ignore=DL3006
+FROM base-${VARIANT} AS runtime
+ARG VARIANT
+LABEL org.opencontainers.image.title="image-classifier-train" \
+      org.opencontainers.image.description="SageMaker training image: ResNet50 + head fine-tuning (${VARIANT})"
+# hadolint ignore=DL3008
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends ca-certificates \
+ && rm -rf /var/lib/apt/lists/*
+COPY --from=build /opt/python /opt/python
+COPY --from=build /opt/venv /opt/venv
+COPY --from=weights /opt/torch /opt/torch
+COPY container_train/trainer /opt/program/trainer
+# Runs as root: SageMaker mounts /opt/ml (model, output, checkpoints) owned by root, and the
+# job must write there.
+ENV PATH=/opt/venv/bin:${PATH} \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONPATH=/opt/program \
+    TORCH_HOME=/opt/torch \
+    SAGEMAKER_BASE_DIR=/opt/ml \
+    SAGEMAKER_TRAINING_MODULE=trainer.job:main \
+    SMDEBUG_CONFIG_FILE_PATH=/opt/ml/input/config/debughookconfig.json
+WORKDIR /opt/program
+CMD ["train"]
