@@ -12,10 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import IO, Any
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TRAIN_CODE = REPO_ROOT / "container_train"
@@ -92,6 +98,153 @@ def train(data: Path, job_dir: Path, hyperparameters: dict[str, str]) -> int:
     return completed.returncode
 
 
+SERVE_COMMAND = REPO_ROOT / "container_serve" / "serve"  # the serving image runs it as `serve`
+DEFAULT_SERVE_PORT = 8080
+SERVE_READY_LINE = "ready on port"  # what `serve` logs once every worker has warmed up
+FILE_CONTENT_TYPES = {
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".png": "image/png",
+    ".npy": "application/x-npy",
+    ".json": "application/json",
+}
+
+
+def layout_serving_dir(model_dir: Path, base_dir: Path) -> None:
+    """BASE/model -> model_dir, as SageMaker unpacks model.tar.gz into /opt/ml/model."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    link = base_dir / "model"
+    if link.is_symlink() or link.exists():
+        link.unlink()
+    link.symlink_to(model_dir.resolve(), target_is_directory=True)
+
+
+def serving_environment(base_dir: Path, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        "SAGEMAKER_BASE_DIR": str(base_dir.resolve()),
+        "SAGEMAKER_BIND_TO_PORT": str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_server(
+    model_dir: Path,
+    base_dir: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    log_file: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `serve` for model_dir in the background; its log goes to log_file or here."""
+    layout_serving_dir(model_dir, base_dir)
+    return subprocess.Popen(
+        [sys.executable, str(SERVE_COMMAND)],
+        env={**serving_environment(base_dir, port), **(env or {})},
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+    )
+
+
+def ping(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+            return response.status == 200
+    except OSError:
+        return False
+
+
+def wait_until_ready(
+    port: int, process: subprocess.Popen[bytes], log_path: Path, timeout: float = 300
+) -> None:
+    """Poll /ping and the log until `serve` reports ready; raise if it exits or times out.
+
+    /ping alone is not enough: multi-model-server answers 200 before the model has loaded.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"serve exited with code {process.returncode}:\n{log_tail(log_path)}"
+            )
+        if ping(port) and SERVE_READY_LINE in log_path.read_text(errors="replace"):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"serve was not ready within {timeout:.0f} s:\n{log_tail(log_path)}")
+
+
+def log_tail(log_path: Path, lines: int = 30) -> str:
+    return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, as SageMaker stops a container; SIGKILL only if `serve` overruns."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def post_invocation(
+    port: int, body: bytes, content_type: str, headers: dict[str, str] | None = None
+) -> tuple[int, bytes, str]:
+    """POST /invocations; returns (status, body, response content type), errors included."""
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/invocations",
+        data=body,
+        method="POST",
+        headers={"Content-Type": content_type, **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=120) as response:
+            return response.status, response.read(), response.headers.get("Content-Type", "")
+    except urllib.error.HTTPError as error:
+        return error.code, error.read(), error.headers.get("Content-Type", "")
+
+
+def classify_file(port: int, path: Path) -> tuple[int, dict[str, Any]]:
+    """Send one file (type from its suffix); returns the status and the decoded JSON body."""
+    content_type = FILE_CONTENT_TYPES.get(path.suffix.lower(), "application/x-image")
+    status, body, _ = post_invocation(port, path.read_bytes(), content_type)
+    try:
+        return status, json.loads(body)
+    except ValueError:
+        return status, {"error": body[:200].decode(errors="replace")}
+
+
+def serve(model_dir: Path, port: int) -> int:
+    """Run `serve` in the foreground until Ctrl-C or SIGTERM; returns its exit code."""
+    with tempfile.TemporaryDirectory(prefix="local-serve-") as base_dir:
+        process = start_server(model_dir, Path(base_dir), port)
+        signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+        try:
+            return process.wait()
+        except KeyboardInterrupt:  # the terminal sent SIGINT to `serve` as well
+            return stop_server(process)
+
+
+def invoke(port: int, files: Sequence[Path]) -> int:
+    """Classify files with a running server and print one row per prediction."""
+    print(f"{'file':40} {'status':>6}  {'label':12} {'probability':>11}  probabilities")
+    failures = 0
+    for path in files:
+        status, answer = classify_file(port, path)
+        if status != 200:
+            failures += 1
+            print(f"{path.name:40} {status:>6}  {answer.get('error', answer)}")
+            continue
+        for prediction in answer["predictions"]:
+            scores = " ".join(f"{k}={v:.3f}" for k, v in prediction["probabilities"].items())
+            print(
+                f"{path.name:40} {status:>6}  {prediction['label']:12} "
+                f"{prediction['probability']:>11.3f}  {scores}"
+            )
+    return 1 if failures else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -116,6 +269,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a hyperparameter, as SageMaker would pass it (repeatable)",
     )
+    serve_parser = commands.add_parser("serve", help="run the serving job locally")
+    serve_parser.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="the training job's model/ folder (model.pt, model_config.json)",
+    )
+    serve_parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_SERVE_PORT,
+        help=f"port to serve on (default: {DEFAULT_SERVE_PORT})",
+    )
+
+    invoke_parser = commands.add_parser("invoke", help="classify image files with a local server")
+    invoke_parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_SERVE_PORT,
+        help=f"port of the server (default: {DEFAULT_SERVE_PORT})",
+    )
+    invoke_parser.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="images (.jpg, .png, other), .npy arrays or JSON instances",
+    )
     return parser
 
 
@@ -123,6 +304,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "train":
         return train(args.data, args.job_dir, parse_hyperparameters(args.hp))
+    if args.command == "serve":
+        return serve(args.model_dir, args.port)
+    if args.command == "invoke":
+        return invoke(args.port, args.files)
     raise AssertionError(args.command)
 
 

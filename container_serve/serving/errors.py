@@ -1,0 +1,52 @@
+"""Errors of the serving job, each client error with the HTTP status it answers.
+
+Client errors subclass the toolkit's GenericInferenceToolkitError, so they keep their
+status wherever the toolkit handles them; our own handler service turns them into a
+short JSON body `{"error": "..."}` instead of the toolkit's message plus traceback.
+"""
+
+from __future__ import annotations
+
+import json
+from http import HTTPStatus
+
+from sagemaker_inference.errors import GenericInferenceToolkitError
+
+
+class ClientError(GenericInferenceToolkitError):
+    """A mistake in the request that its sender must fix; never a traceback."""
+
+    status: HTTPStatus = HTTPStatus.BAD_REQUEST
+
+    def __init__(self, message: str) -> None:
+        # Netty rejects CR/LF in headers, and the message also travels as the reason phrase.
+        message = " ".join(message.split())
+        super().__init__(int(self.status), message, self.status.phrase)
+
+
+class BadRequestError(ClientError):
+    status = HTTPStatus.BAD_REQUEST
+
+
+class NotAcceptableError(ClientError):
+    status = HTTPStatus.NOT_ACCEPTABLE
+
+
+class PayloadTooLargeError(ClientError):
+    status = HTTPStatus.REQUEST_ENTITY_TOO_LARGE
+
+
+class UnsupportedMediaTypeError(ClientError):
+    status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
+
+
+class ModelLoadError(Exception):
+    """The model directory can't be served; the message is the one-line reason."""
+
+
+class ServeConfigError(Exception):
+    """A serving environment variable has a value `serve` can't use."""
+
+
+def error_body(message: str) -> bytes:
+    return json.dumps({"error": message}).encode("utf-8")

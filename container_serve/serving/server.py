@@ -1,0 +1,298 @@
+"""`serve`: run multi-model-server with this project's handler, and supervise it.
+
+Why not the toolkit's `sagemaker_inference.model_server.start_model_server`:
+- it writes its config to the fixed path /etc/sagemaker-mms.properties and finds the
+  server by scanning every process of the machine ("multiple mms model servers are not
+  supported"), so two servers on one machine (tests, benchmarks) break each other;
+- it never checks that the model loaded: multi-model-server answers /ping with 200 even
+  when no worker is alive, so a broken artifact would look healthy;
+- on SIGTERM it signals the Java frontend only, and the Python workers can be orphaned.
+
+So `serve` checks the artifact, writes the config into a private runtime directory
+(also the server's TMPDIR for its pid file and TEMP for its worker sockets), starts the
+`multi-model-server` command in its own process group, waits until every worker has
+loaded and warmed up the model, and exits non-zero with the reason when one can't.
+On SIGTERM or SIGINT it stops the whole process group within SageMaker's 30 seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+
+import psutil
+
+from serving import contract
+from serving.artifact import read_model_config
+from serving.errors import ModelLoadError, ServeConfigError
+
+logger = logging.getLogger("serve")
+
+HANDLER = "serving.handler_service:handle"
+MODEL_NAME = "model"
+LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
+POLL_INTERVAL_S = 0.2
+# SageMaker sends SIGKILL 30 s after SIGTERM; leave time for the escalation below.
+SHUTDOWN_GRACE_S = 20.0
+
+
+class ServeFailedError(Exception):
+    """`serve` must stop; the message is the one-line reason for the log."""
+
+
+def main() -> int:
+    logging.basicConfig(
+        stream=sys.stdout, level=logging.INFO, format="%(asctime)s [serve] %(message)s"
+    )
+    stop_requested = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda number, frame: stop_requested.set())
+    try:
+        return serve(contract.read_settings(), stop_requested)
+    except (ServeConfigError, ModelLoadError, ServeFailedError) as error:
+        logger.error("serve failed: %s", error)
+        return 1
+
+
+def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> int:
+    started = time.perf_counter()
+    with timed("check the model artifact"):
+        config = read_model_config(settings.model_dir)
+    logger.info("model %s, classes %s", config.model_path, ", ".join(config.classes))
+    with runtime_dir() as runtime:
+        server = start_model_server(settings, runtime)
+        try:
+            with timed("start the model server (JVM frontend answers /ping)"):
+                wait_until(
+                    lambda: ping_status(settings.port) is not None,
+                    settings,
+                    runtime,
+                    server,
+                    stop_requested,
+                )
+            with timed(f"load and warm up the model in {settings.workers} worker(s)"):
+                wait_until(
+                    lambda: ready_workers(runtime) >= settings.workers,
+                    settings,
+                    runtime,
+                    server,
+                    stop_requested,
+                )
+            if stop_requested.is_set():
+                return 0
+            logger.info(
+                "ready on port %d in %.1f s (%d worker(s) x %d torch thread(s))",
+                settings.port,
+                time.perf_counter() - started,
+                settings.workers,
+                settings.torch_threads,
+            )
+            supervise(runtime, server, stop_requested)
+            return 0
+        finally:
+            stop_process_group(server)
+
+
+@contextmanager
+def timed(phase: str) -> Iterator[None]:
+    """Log how long each startup phase took (a slow start must be easy to place)."""
+    started = time.perf_counter()
+    yield
+    logger.info("%s: %.2f s", phase, time.perf_counter() - started)
+
+
+@contextmanager
+def runtime_dir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="serve-"))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subprocess.Popen[bytes]:
+    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+        raise ServeFailedError(
+            "multi-model-server needs a Java runtime: put java on PATH or set JAVA_HOME"
+        )
+    config_file = runtime / "mms.properties"
+    config_file.write_text(mms_properties(settings, runtime), encoding="utf-8")
+    command = [
+        sys.executable, "-m", "mms.model_server", "--start", "--foreground",
+        "--mms-config", str(config_file),
+        "--log-config", str(LOG_CONFIG),
+        "--model-store", str(settings.base_dir),
+        "--models", f"{MODEL_NAME}={contract.MODEL_SUBDIR}",
+    ]  # fmt: skip
+    logger.info("starting: %s", " ".join(command))
+    # A new session makes the server, the JVM and every worker one process group to stop.
+    return subprocess.Popen(
+        command, env=model_server_env(settings, runtime), cwd=runtime, start_new_session=True
+    )
+
+
+def mms_properties(settings: contract.ServeSettings, runtime: Path) -> str:
+    properties = {
+        "inference_address": f"http://0.0.0.0:{settings.port}",
+        # Model management stays private: a unix socket in the runtime dir, no second port.
+        "management_address": f"unix:{runtime / 'management.sock'}",
+        "default_service_handler": HANDLER,
+        "default_workers_per_model": settings.workers,
+        # The plain `default_response_timeout` is read as minutes by multi-model-server 1.1.
+        "default_response_timeout_seconds": settings.response_timeout_s,
+        "max_request_size": settings.max_payload_bytes,
+        "max_response_size": settings.max_payload_bytes,
+        "decode_input_request": "false",
+        "preload_model": "false",
+    }
+    if settings.vmargs:
+        properties["vmargs"] = settings.vmargs
+    return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def model_server_env(settings: contract.ServeSettings, runtime: Path) -> dict[str, str]:
+    """The server's environment: private temp dirs, import paths, and the thread budget."""
+    roots = [str(import_root("serving")), str(import_root("trainer.preprocessing"))]
+    pythonpath = os.pathsep.join(dict.fromkeys([*roots, os.environ.get("PYTHONPATH", "")]))
+    return {
+        **os.environ,
+        "TMPDIR": str(runtime),  # the server's pid file: $TMPDIR/.model_server.pid
+        "TEMP": str(runtime),  # the JVM's tmpdir: worker sockets
+        "LOG_LOCATION": str(runtime / "logs"),
+        "METRICS_LOCATION": str(runtime / "logs"),
+        "PYTHONPATH": pythonpath.strip(os.pathsep),
+        contract.STATE_DIR_ENV: str(runtime),
+        contract.TORCH_THREADS_ENV: str(settings.torch_threads),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def import_root(module: str) -> Path:
+    """The sys.path entry `module` is found under, for the workers' PYTHONPATH."""
+    spec = importlib.util.find_spec(module)
+    if spec is None or spec.origin is None:
+        raise ServeFailedError(
+            f"{module} is not importable; set PYTHONPATH (see container_serve/serve)"
+        )
+    origin = Path(spec.origin).resolve()
+    levels = module.count(".") + (1 if origin.name == "__init__.py" else 0)
+    return origin.parents[levels]
+
+
+def ping_status(port: int) -> str | None:
+    """The status /ping reports, None while the frontend doesn't answer.
+
+    Not a readiness signal: it says "Healthy" once workers have started, before they load.
+    """
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+            return str(json.loads(response.read()).get("status"))
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_failure(runtime: Path) -> str | None:
+    path = runtime / contract.LOAD_FAILURE_FILE
+    return path.read_text(encoding="utf-8").strip() if path.exists() else None
+
+
+def ready_workers(runtime: Path) -> int:
+    return sum(1 for _ in runtime.glob(f"{contract.WORKER_READY_PREFIX}*"))
+
+
+def wait_until(
+    condition: Callable[[], bool],
+    settings: contract.ServeSettings,
+    runtime: Path,
+    server: subprocess.Popen[bytes],
+    stop_requested: threading.Event,
+) -> None:
+    """Poll `condition` until it holds, failing fast when the server or the model fails."""
+    deadline = time.monotonic() + settings.startup_timeout_s
+    while not stop_requested.is_set():
+        check_alive(runtime, server)
+        if condition():
+            return
+        if time.monotonic() > deadline:
+            raise ServeFailedError(
+                f"the model was not ready within {settings.startup_timeout_s} s "
+                f"({contract.STARTUP_TIMEOUT_ENV})"
+            )
+        stop_requested.wait(POLL_INTERVAL_S)
+
+
+def supervise(
+    runtime: Path, server: subprocess.Popen[bytes], stop_requested: threading.Event
+) -> None:
+    """Serve until SIGTERM; a dead server or a worker that can't reload the model is fatal."""
+    while not stop_requested.wait(1.0):
+        check_alive(runtime, server)
+        reap_orphans(server.pid)
+    logger.info("stop requested: stopping the model server")
+
+
+def check_alive(runtime: Path, server: subprocess.Popen[bytes]) -> None:
+    reason = load_failure(runtime)
+    if reason is not None:
+        raise ServeFailedError(f"the model failed to load: {reason}")
+    if server.poll() is not None:
+        raise ServeFailedError(
+            f"the model server exited (code {server.returncode}); see the log above"
+        )
+
+
+def reap_orphans(server_pid: int) -> None:
+    """As PID 1 of a container, `serve` inherits orphaned workers: collect their exit status.
+
+    Only exited children other than the server: waiting on any pid (-1) could take the
+    server's own exit status away from Popen.
+    """
+    for child in psutil.Process().children():
+        if child.pid == server_pid:
+            continue
+        with suppress(psutil.Error, ChildProcessError):
+            if child.status() == psutil.STATUS_ZOMBIE:
+                os.waitpid(child.pid, os.WNOHANG)
+
+
+def stop_process_group(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the server's whole process group, SIGKILL what is left after the grace time."""
+    group = server.pid
+    started = time.monotonic()
+    for signum, grace in ((signal.SIGTERM, SHUTDOWN_GRACE_S), (signal.SIGKILL, 5.0)):
+        if not group_alive(group, server):
+            break
+        try:
+            os.killpg(group, signum)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + grace
+        while group_alive(group, server) and time.monotonic() < deadline:
+            time.sleep(0.05)
+    server.poll()
+    logger.info("model server stopped in %.2f s", time.monotonic() - started)
+
+
+def group_alive(group: int, server: subprocess.Popen[bytes]) -> bool:
+    server.poll()  # reap our direct child so that it doesn't linger as a zombie
+    reap_orphans(server.pid)
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
