@@ -49,8 +49,8 @@ def layout_job_dir(job_dir: Path, data_dir: Path, hyperparameters: dict[str, str
     """Write OUT/input/{config,data} as SageMaker does; keep checkpoints so a rerun resumes."""
     config_dir = job_dir / "input" / "config"
     data_root = job_dir / "input" / "data"
-    config_dir.mkdir(parents=True, exist_ok=True)
-    data_root.mkdir(parents=True, exist_ok=True)
+    for folder in (config_dir, data_root, job_dir / "model", job_dir / "output" / "data"):
+        folder.mkdir(parents=True, exist_ok=True)
     channels = [name for name in CHANNELS if (data_dir / name).is_dir()]
     for name in channels:
         link = data_root / name

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +27,13 @@ def export_model(model: nn.Module, model_dir: Path, image_size: int) -> float:
     model = model.cpu().float().eval()
     model_dir.mkdir(parents=True, exist_ok=True)
     example = torch.randn(2, 3, image_size, image_size, generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        traced = torch.jit.trace(model, example)
     path = model_dir / MODEL_FILE
-    torch.jit.save(traced, str(path))
     probe = torch.randn(3, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))
-    with torch.no_grad():
+    # TorchScript over torch.export: it loads in ~0.06 s instead of ~0.55 s and through a
+    # restricted unpickler. PyTorch marks torch.jit deprecated; the warning is expected here.
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", FutureWarning)
+        torch.jit.save(torch.jit.trace(model, example), str(path))
         expected = model(probe)
         reloaded = torch.jit.load(str(path), map_location="cpu")(probe)
     return float((expected - reloaded).abs().max())

@@ -45,7 +45,11 @@ FEATURE_CACHE_CHANNEL = "feature_cache"
 
 def main() -> None:
     logging.getLogger("trainer").setLevel(logging.INFO)
-    run(training_paths())
+    paths = training_paths()
+    # The toolkit writes <base>/output/failure without creating the folder; when that write
+    # fails, the job exits 0 as if it had succeeded. SageMaker creates it; a bare run may not.
+    paths.output_dir.mkdir(parents=True, exist_ok=True)
+    run(paths)
 
 
 def run(paths: TrainingPaths) -> None:

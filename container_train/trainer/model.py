@@ -24,7 +24,7 @@ class ImageClassifier(nn.Module):
 
     def __init__(self, backbone: nn.Module, head: nn.Module) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone = backbone.eval()  # see train()
         self.head = head
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,62 @@
+import pytest
+
+from trainer.errors import ClientError
+from trainer.hyperparameters import Hyperparameters, parse_hyperparameters
+
+
+def test_defaults_match_the_documented_ones() -> None:
+    hp = parse_hyperparameters({})
+    assert (hp.lr, hp.eps, hp.weight_decay, hp.batch_size, hp.epochs) == (1e-3, 1e-8, 0.01, 64, 5)
+    assert (hp.hidden_units, hp.dropout, hp.image_size, hp.pretrained) == (256, 0.2, 224, True)
+    assert hp.num_workers >= 1
+
+
+def test_string_values_as_sagemaker_sends_them() -> None:
+    hp = parse_hyperparameters(
+        {"lr": "0.01", "eps": "1e-9", "batch_size": "128", "pretrained": "False", "dropout": "0"}
+    )
+    assert hp == Hyperparameters(
+        lr=0.01, eps=1e-9, batch_size=128, pretrained=False, dropout=0.0, num_workers=hp.num_workers
+    )
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [("True", True), ("true", True), ("1", True), ("false", False), ("FALSE", False)],
+)
+def test_booleans_parse_whatever_their_case(raw: str, expected: bool) -> None:
+    assert parse_hyperparameters({"pretrained": raw}).pretrained is expected
+
+
+def test_json_typed_values_are_accepted_too() -> None:
+    hp = parse_hyperparameters({"lr": 0.5, "epochs": 3, "pretrained": False})
+    assert (hp.lr, hp.epochs, hp.pretrained) == (0.5, 3, False)
+
+
+def test_platform_keys_are_ignored() -> None:
+    raw = {"sagemaker_program": "x", "_tuning_objective_metric": "valid:accuracy", "lr": "0.1"}
+    assert parse_hyperparameters(raw).lr == 0.1
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("lr", "fast", "lr='fast' is invalid: expected a number in (0, 10]"),
+        ("lr", "0", "lr='0' is out of range"),
+        ("lr", "nan", "lr='nan' is invalid"),
+        ("batch_size", "0", "batch_size='0' is out of range: expected an integer >= 1"),
+        ("batch_size", "64.5", "batch_size='64.5' is invalid"),
+        ("dropout", "1", "dropout='1' is out of range"),
+        ("pretrained", "maybe", "pretrained='maybe' is invalid: expected true or false"),
+        ("image_size", "16", "image_size='16' is out of range"),
+        ("feature_cache", "sometimes", "expected auto, on or off"),
+        ("learning_rate", "0.1", "unknown hyperparameter 'learning_rate'"),
+    ],
+)
+def test_bad_values_name_the_parameter_and_what_is_allowed(
+    name: str, value: str, message: str
+) -> None:
+    with pytest.raises(ClientError) as error:
+        parse_hyperparameters({name: value})
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)

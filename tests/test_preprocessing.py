@@ -1,0 +1,76 @@
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from trainer.preprocessing import (
+    Preprocessing,
+    UnreadableImageError,
+    eval_transform,
+    open_rgb,
+)
+
+
+def _encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+RGB = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 60, 3), dtype=np.uint8))
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        _encode(RGB, "JPEG"),
+        _encode(RGB, "PNG"),
+        _encode(RGB.convert("L"), "PNG"),
+        _encode(RGB.convert("RGBA"), "PNG"),
+        _encode(RGB.convert("P"), "PNG"),
+        _encode(RGB.convert("CMYK"), "JPEG"),
+        _encode(RGB.resize((33, 33)), "JPEG"),
+    ],
+    ids=["jpeg", "png", "grayscale", "rgba", "palette", "cmyk", "33px"],
+)
+def test_any_pillow_image_becomes_rgb(payload: bytes) -> None:
+    image = open_rgb(payload)
+    assert image.mode == "RGB"
+    tensor = eval_transform(Preprocessing.for_image_size(32))(image)
+    assert tensor.shape == (3, 32, 32)
+    assert tensor.dtype == torch.float32
+
+
+def test_exif_rotation_is_applied() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    image = open_rgb(_encode(RGB, "JPEG", exif=exif))
+    assert image.size == (40, 60)
+
+
+@pytest.mark.parametrize("payload", [b"", b"not an image", _encode(RGB, "JPEG")[:200]])
+def test_undecodable_bytes_raise_unreadable(payload: bytes) -> None:
+    with pytest.raises(UnreadableImageError):
+        open_rgb(payload)
+
+
+def test_pixel_limit_stops_decompression_bombs() -> None:
+    with pytest.raises(UnreadableImageError, match="over the limit"):
+        open_rgb(_encode(RGB, "PNG"), max_pixels=100)
+
+
+def test_eval_transform_resizes_short_side_then_crops_and_normalises() -> None:
+    preprocessing = Preprocessing.for_image_size(224)
+    assert preprocessing.resize_size == 256
+    white = Image.new("RGB", (500, 375), (255, 255, 255))
+    tensor = eval_transform(preprocessing)(white)
+    expected = [(1 - m) / s for m, s in zip(preprocessing.mean, preprocessing.std, strict=True)]
+    assert tensor.shape == (3, 224, 224)
+    assert torch.allclose(tensor.mean(dim=(1, 2)), torch.tensor(expected), atol=1e-4)
+
+
+def test_round_trips_through_its_json_form() -> None:
+    preprocessing = Preprocessing.for_image_size(96)
+    assert Preprocessing.from_dict(preprocessing.to_dict()) == preprocessing
