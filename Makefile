@@ -21,6 +21,8 @@ $(VENV)/.installed: $(REQUIREMENTS)
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/hadolint docker/*.Dockerfile
+	$(BIN)/shellcheck *.sh .ci/run
 
 test: lint
 	$(BIN)/pytest
