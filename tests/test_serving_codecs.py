@@ -1,0 +1,224 @@
+"""Request decoders, response encoders and content negotiation (serving/codecs.py)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import pickle
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from serving import codecs, content_types
+from serving.errors import (
+    BadRequestError,
+    NotAcceptableError,
+    PayloadTooLargeError,
+    UnsupportedMediaTypeError,
+)
+
+MAX_PIXELS = 1_000_000
+
+
+def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
+    buffer = io.BytesIO()
+    Image.new(mode, size, 120).save(buffer, fmt)
+    return buffer.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header declares width x height pixels: a decompression bomb's signature."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\0" * 16))
+
+
+def npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def b64_instances(*payloads: bytes) -> bytes:
+    instances = [{"b64": base64.b64encode(payload).decode()} for payload in payloads]
+    return json.dumps({"instances": instances}).encode()
+
+
+@pytest.mark.parametrize(
+    ("content_type", "fmt"),
+    [
+        ("image/jpeg", "JPEG"),
+        ("image/png", "PNG"),
+        ("application/x-image", "PNG"),
+        ("Image/JPEG; charset=binary", "JPEG"),
+    ],
+)
+def test_image_bodies_decode_to_one_rgb_image(content_type: str, fmt: str) -> None:
+    [image] = codecs.decode(image_bytes(fmt, mode="L"), content_type, MAX_PIXELS)
+    assert (image.mode, image.size) == ("RGB", (40, 30))
+
+
+def test_json_instances_decode_in_order() -> None:
+    body = b64_instances(image_bytes("PNG", (10, 10)), image_bytes("JPEG", (20, 10)))
+    images = codecs.decode(body, "application/json", MAX_PIXELS)
+    assert [image.size for image in images] == [(10, 10), (20, 10)]
+
+
+def test_npy_single_image_and_batch() -> None:
+    pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 6, 3), dtype=np.uint8)
+    [single] = codecs.decode(npy_bytes(pixels[0]), "application/x-npy", MAX_PIXELS)
+    batch = codecs.decode(npy_bytes(pixels), "application/x-npy", MAX_PIXELS)
+    assert np.array_equal(np.asarray(single), pixels[0])
+    assert [np.array_equal(np.asarray(image), pixels[i]) for i, image in enumerate(batch)] == [
+        True,
+        True,
+    ]
+
+
+def test_npy_in_fortran_order_keeps_its_pixels() -> None:
+    pixels = np.asfortranarray(np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3))
+    [image] = codecs.decode(npy_bytes(pixels), "application/x-npy", MAX_PIXELS)
+    assert np.array_equal(np.asarray(image), pixels)
+
+
+@pytest.mark.parametrize("content_type", [None, "", "text/plain", "image/gif", "text/csv"])
+def test_unsupported_content_type_is_415(content_type: str | None) -> None:
+    with pytest.raises(UnsupportedMediaTypeError) as raised:
+        codecs.decode(image_bytes(), content_type, MAX_PIXELS)
+    assert raised.value.status_code == 415
+
+
+BAD_BODIES = {
+    "empty image": ("image/jpeg", b""),
+    "empty json": ("application/json", b""),
+    "not an image": ("image/jpeg", b"definitely not a jpeg"),
+    "truncated jpeg": ("image/jpeg", image_bytes()[:50]),
+    "bomb header": ("image/png", png_claiming(20_000, 20_000)),
+    "bad json": ("application/json", b"{not json"),
+    "json without instances": ("application/json", b'{"images": []}'),
+    "json empty instances": ("application/json", b'{"instances": []}'),
+    "json list": ("application/json", b"[1, 2]"),
+    "instance not object": ("application/json", b'{"instances": ["abc"]}'),
+    "bad base64": ("application/json", b'{"instances": [{"b64": "@@not base64@@"}]}'),
+    "b64 not image": ("application/json", b64_instances(image_bytes(), b"garbage")),
+    "npy not npy": ("application/x-npy", b"garbage bytes"),
+    "npy pickle": ("application/x-npy", pickle.dumps({"a": 1})),
+    "npy object array": (
+        "application/x-npy",
+        npy_bytes(np.array([{"a": 1}], dtype=object), allow_pickle=True),
+    ),
+    "npy float": ("application/x-npy", npy_bytes(np.zeros((4, 4, 3), dtype=np.float32))),
+    "npy gray": ("application/x-npy", npy_bytes(np.zeros((4, 4), dtype=np.uint8))),
+    "npy 4 channels": ("application/x-npy", npy_bytes(np.zeros((4, 4, 4), dtype=np.uint8))),
+    "npy truncated": ("application/x-npy", npy_bytes(np.zeros((4, 4, 3), dtype=np.uint8))[:-5]),
+    "npy too many pixels": ("application/x-npy", npy_bytes(np.zeros((1001, 1000, 3), np.uint8))),
+}
+
+
+@pytest.mark.parametrize("case", BAD_BODIES)
+def test_bad_bodies_are_400_with_a_one_line_reason(case: str) -> None:
+    content_type, body = BAD_BODIES[case]
+    with pytest.raises(BadRequestError) as raised:
+        codecs.decode(body, content_type, MAX_PIXELS)
+    assert raised.value.status_code == 400
+    assert "\n" not in raised.value.message and "Traceback" not in raised.value.message
+
+
+def test_npy_header_declaring_a_huge_array_is_rejected_before_allocating() -> None:
+    header = npy_bytes(np.zeros((1, 1, 3), dtype=np.uint8))[:-3]
+    huge = header.replace(b"(1, 1, 3)", b"(9999999, 9999, 3)".ljust(len(b"(1, 1, 3)")))
+    assert huge != header
+    with pytest.raises(BadRequestError):
+        codecs.decode(huge + b"\0" * 3, "application/x-npy", 10**12)
+
+
+def test_bomb_reason_names_the_pixel_limit() -> None:
+    with pytest.raises(BadRequestError, match="over the limit"):
+        codecs.decode(png_claiming(2_000, 1_000), "image/png", MAX_PIXELS)
+
+
+def test_too_many_images_in_one_request_is_413() -> None:
+    count = codecs.MAX_IMAGES_PER_REQUEST + 1
+    json_body = json.dumps({"instances": [{"b64": "AA=="}] * count}).encode()
+    npy_body = npy_bytes(np.zeros((count, 2, 2, 3), dtype=np.uint8))
+    for content_type, body in (("application/json", json_body), ("application/x-npy", npy_body)):
+        with pytest.raises(PayloadTooLargeError) as raised:
+            codecs.decode(body, content_type, MAX_PIXELS)
+        assert raised.value.status_code == 413
+
+
+PROBABILITIES = np.array([[0.2, 0.7, 0.1], [0.5, 0.1, 0.4]], dtype=np.float32)
+CLASSES = ("cat", "dog", "fox")
+
+
+def test_json_response_has_one_prediction_per_image() -> None:
+    document = json.loads(codecs.encode(PROBABILITIES, CLASSES, "application/json", None))
+    first, second = document["predictions"]
+    assert first["label"] == "dog"
+    assert first["probability"] == pytest.approx(0.7)
+    assert first["probabilities"] == pytest.approx({"cat": 0.2, "dog": 0.7, "fox": 0.1})
+    assert second["label"] == "cat"
+
+
+def test_top_k_keeps_the_k_most_likely_in_order() -> None:
+    document = json.loads(codecs.encode(PROBABILITIES, CLASSES, "application/json", 2))
+    assert [list(p["probabilities"]) for p in document["predictions"]] == [
+        ["dog", "cat"],
+        ["cat", "fox"],
+    ]
+
+
+def test_npy_response_round_trips_without_pickle() -> None:
+    body = codecs.encode(PROBABILITIES, CLASSES, "application/x-npy", None)
+    decoded = np.load(io.BytesIO(body), allow_pickle=False)
+    assert decoded.dtype == np.float32
+    assert np.array_equal(decoded, PROBABILITIES)
+
+
+@pytest.mark.parametrize(
+    ("accept", "expected"),
+    [
+        (None, "application/json"),
+        ("", "application/json"),
+        ("*/*", "application/json"),
+        ("application/x-npy", "application/x-npy"),
+        ("text/csv, application/x-npy;q=0.9", "application/x-npy"),
+        ("Application/JSON; charset=utf-8", "application/json"),
+    ],
+)
+def test_negotiate_picks_the_first_supported_type(accept: str | None, expected: str) -> None:
+    assert codecs.negotiate(accept, "application/json") == expected
+
+
+@pytest.mark.parametrize("accept", ["text/csv", "image/png", "text/html, text/plain"])
+def test_unsupported_accept_is_406(accept: str) -> None:
+    with pytest.raises(NotAcceptableError) as raised:
+        codecs.negotiate(accept, "application/json")
+    assert raised.value.status_code == 406
+
+
+@pytest.mark.parametrize(
+    ("attributes", "expected"),
+    [(None, None), ("", None), ("top_k=1", 1), ("trace=on; top_k=2", 2), ("a=b,TOP_K=3", 3)],
+)
+def test_top_k_comes_from_custom_attributes(attributes: str | None, expected: int | None) -> None:
+    assert codecs.parse_top_k(attributes, num_classes=3) == expected
+
+
+@pytest.mark.parametrize("attributes", ["top_k=0", "top_k=4", "top_k=two", "top_k=-1"])
+def test_bad_top_k_is_400(attributes: str) -> None:
+    with pytest.raises(BadRequestError):
+        codecs.parse_top_k(attributes, num_classes=3)
+
+
+def test_response_types_match_the_encoders() -> None:
+    assert set(content_types.RESPONSE_TYPES) == set(codecs.ENCODERS)

@@ -1,0 +1,179 @@
+"""The serving environment contract, the artifact check and the model server's config."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sagemaker_inference import parameters
+
+from serving import contract, server
+from serving.artifact import read_model_config
+from serving.errors import ModelLoadError, ServeConfigError
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_env_names_are_the_toolkits() -> None:
+    assert contract.BASE_DIR_ENV == parameters.BASE_PATH_ENV
+    assert contract.BIND_TO_PORT_ENV == parameters.BIND_TO_PORT_ENV
+    assert contract.MODEL_SERVER_WORKERS_ENV == parameters.MODEL_SERVER_WORKERS_ENV
+    assert contract.MODEL_SERVER_TIMEOUT_ENV == parameters.MODEL_SERVER_TIMEOUT_ENV
+    assert contract.MODEL_SERVER_TIMEOUT_SECONDS_ENV == parameters.MODEL_SERVER_TIMEOUT_SECONDS_ENV
+    assert contract.MAX_PAYLOAD_ENV == parameters.MAX_REQUEST_SIZE
+    assert contract.DEFAULT_ACCEPT_ENV == parameters.DEFAULT_INVOCATIONS_ACCEPT_ENV
+    assert contract.STARTUP_TIMEOUT_ENV == parameters.STARTUP_TIMEOUT_ENV
+    assert contract.MODEL_SERVER_VMARGS_ENV == parameters.MODEL_SERVER_VMARGS
+
+
+def test_defaults_fit_a_small_cpu_instance() -> None:
+    settings = contract.read_settings({}, cores=2)
+    assert settings.base_dir == Path("/opt/ml")
+    assert settings.model_dir == Path("/opt/ml/model")
+    assert settings.port == 8080
+    assert (settings.workers, settings.torch_threads) == (1, 2)
+    assert settings.response_timeout_s == 60
+    assert settings.max_payload_bytes == 6 * 1024 * 1024
+    assert settings.default_accept == "application/json"
+
+
+@pytest.mark.parametrize(
+    ("env", "cores", "expected"),
+    [
+        ({}, 1, (1, 1)),
+        ({}, 8, (2, 4)),
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, 2, (2, 1)),
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "3"}, 16, (3, 5)),
+        ({"SAGEMAKER_MODEL_SERVER_WORKERS": "4"}, 2, (4, 1)),
+        ({"OMP_NUM_THREADS": "1"}, 8, (2, 1)),
+    ],
+)
+def test_workers_times_threads_fit_the_cores(
+    env: dict[str, str], cores: int, expected: tuple[int, int]
+) -> None:
+    settings = contract.read_settings(env, cores=cores)
+    assert (settings.workers, settings.torch_threads) == expected
+
+
+def test_environment_overrides() -> None:
+    settings = contract.read_settings(
+        {
+            "SAGEMAKER_BASE_DIR": "/srv/ml",
+            "SAGEMAKER_BIND_TO_PORT": "9090",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT": "30",
+            "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS": "45",
+            "SAGEMAKER_MAX_PAYLOAD_IN_MB": "2",
+            "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "application/x-npy",
+        },
+        cores=2,
+    )
+    assert settings.model_dir == Path("/srv/ml/model")
+    assert settings.port == 9090
+    assert settings.response_timeout_s == 45  # the explicit seconds variable wins
+    assert settings.max_payload_bytes == 2 * 1024 * 1024
+    assert settings.default_accept == "application/x-npy"
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("SAGEMAKER_BIND_TO_PORT", "http"),
+        ("SAGEMAKER_BIND_TO_PORT", "40000"),  # multi-model-server 1.1 rejects ports >= 32767
+        ("SAGEMAKER_MODEL_SERVER_WORKERS", "0"),
+        ("SAGEMAKER_MAX_PAYLOAD_IN_MB", "-1"),
+        ("SAGEMAKER_MODEL_SERVER_TIMEOUT", "1.5"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str) -> None:
+    with pytest.raises(ServeConfigError, match=name):
+        contract.read_settings({name: value}, cores=2)
+
+
+def write_config(model_dir: Path, **overrides: object) -> Path:
+    model_dir.mkdir(parents=True, exist_ok=True)
+    (model_dir / "model.pt").write_bytes(b"not checked here")
+    values = {
+        "format_version": 1,
+        "model_file": "model.pt",
+        "classes": ["cat", "dog"],
+        "preprocessing": {"image_size": 32},
+        **overrides,
+    }
+    (model_dir / "model_config.json").write_text(json.dumps(values))
+    return model_dir
+
+
+def test_artifact_config_is_read(tmp_path: Path) -> None:
+    config = read_model_config(write_config(tmp_path / "model"))
+    assert config.classes == ("cat", "dog")
+    assert config.model_path == tmp_path / "model" / "model.pt"
+    assert config.preprocessing == {"image_size": 32}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "reason"),
+    [
+        ({"format_version": 2}, "format_version"),
+        ({"model_file": "../model.pt"}, "model_file"),
+        ({"model_file": "missing.pt"}, "missing"),
+        ({"classes": []}, "classes"),
+        ({"classes": ["cat", "cat"]}, "duplicates"),
+        ({"classes": ["cat", 3]}, "classes"),
+        ({"preprocessing": None}, "preprocessing"),
+    ],
+)
+def test_bad_artifact_configs_give_a_reason(
+    tmp_path: Path, overrides: dict[str, object], reason: str
+) -> None:
+    with pytest.raises(ModelLoadError, match=reason):
+        read_model_config(write_config(tmp_path / "model", **overrides))
+
+
+def test_missing_or_unreadable_artifacts_give_a_reason(tmp_path: Path) -> None:
+    with pytest.raises(ModelLoadError, match="does not exist"):
+        read_model_config(tmp_path / "nowhere")
+    with pytest.raises(ModelLoadError, match=r"model_config\.json is missing"):
+        read_model_config(tmp_path)
+    (tmp_path / "model_config.json").write_text("{broken")
+    with pytest.raises(ModelLoadError, match="not readable JSON"):
+        read_model_config(tmp_path)
+
+
+def test_model_server_config(tmp_path: Path) -> None:
+    settings = contract.read_settings(
+        {"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cores=4
+    )
+    lines = server.mms_properties(settings, tmp_path).splitlines()
+    properties = dict(line.split("=", 1) for line in lines)
+    assert properties["inference_address"] == "http://0.0.0.0:9090"
+    assert properties["management_address"] == f"unix:{tmp_path / 'management.sock'}"
+    assert properties["default_service_handler"] == "serving.handler_service:handle"
+    assert properties["default_workers_per_model"] == "2"
+    assert properties["default_response_timeout_seconds"] == "60"
+    assert "default_response_timeout" not in properties  # read as minutes by MMS 1.1
+    assert properties["max_request_size"] == str(6 * 1024 * 1024)
+    assert properties["decode_input_request"] == "false"
+
+
+def test_model_server_env_isolates_each_server(tmp_path: Path) -> None:
+    settings = contract.read_settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cores=4)
+    env = server.model_server_env(settings, tmp_path)
+    assert env["TMPDIR"] == env["TEMP"] == env[contract.STATE_DIR_ENV] == str(tmp_path)
+    assert env["OMP_NUM_THREADS"] == "2"
+    roots = env["PYTHONPATH"].split(":")
+    assert str(REPO_ROOT / "container_serve") in roots
+    assert str(REPO_ROOT / "container_train") in roots
+
+
+def test_import_roots_are_the_package_parents() -> None:
+    assert server.import_root("serving") == REPO_ROOT / "container_serve"
+    assert server.import_root("trainer.preprocessing") == REPO_ROOT / "container_train"
+    with pytest.raises(server.ServeFailedError, match="PYTHONPATH"):
+        server.import_root("no_such_package_here")
+
+
+def test_serve_script_is_executable_python(repo_root: Path) -> None:
+    script = repo_root / "container_serve" / "serve"
+    assert script.stat().st_mode & 0o111
+    assert script.read_text().startswith("#!/usr/bin/env python3\n")
