@@ -39,9 +39,10 @@ DEFAULT_SERVE_INSTANCE = "ml.t2.medium"
 
 
 def run_upload(args: argparse.Namespace) -> int:
-    target = cloud_aws.resolve_target(args.region, args.bucket, args.prefix)
     fractions = cloud_data.SplitFractions(args.valid_fraction, args.test_fraction, args.seed)
-    cloud_data.upload(target, args.data, fractions, args.workers)
+    split = cloud_data.plan_split(args.data, fractions)  # local problems first
+    target = cloud_aws.resolve_target(args.region, args.bucket, args.prefix)
+    cloud_data.upload(target, split, args.workers)
     return 0
 
 

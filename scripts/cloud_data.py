@@ -139,9 +139,8 @@ def keys_under(keys: Iterable[str], prefix: str) -> int:
     return sum(1 for key in keys if key.startswith(prefix))
 
 
-def upload(target: AwsTarget, data_dir: Path, fractions: SplitFractions, workers: int) -> Split:
-    """Upload the channels; print one line per channel with its URI. Returns the split."""
-    split = plan_split(data_dir, fractions)
+def upload(target: AwsTarget, split: Split, workers: int) -> None:
+    """Upload the channels of a `plan_split`; print one line per channel with its URI."""
     ensure_bucket(target)
     keys = object_keys(target, split)
     present = existing_sizes(target, f"{target.prefix}/data/")
@@ -159,4 +158,3 @@ def upload(target: AwsTarget, data_dir: Path, fractions: SplitFractions, workers
             f"warning: {len(stale)} objects under {target.data_uri}/ are not in this split "
             f"(another seed or data set?), e.g. {stale[0]}: use another --prefix to start clean"
         )
-    return split
