@@ -42,7 +42,7 @@ WORKDIR /tmp/requirements
 # The same pinned file `make venv` installs. For VARIANT=cpu, torch and torchvision come
 # first from the PyTorch CPU index (2.x.y+cpu satisfies ==2.x.y), without dependencies, so
 # every other package still resolves from PyPI under constraints.txt and no CUDA wheel
-# is pulled in.
+# is pulled in. torch's C++ headers (about 60 MB) only serve compiling extensions: dropped.
 RUN --mount=type=cache,target=/root/.cache/pip \
     case "${VARIANT}" in \
       gpu) ;; \
@@ -52,7 +52,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
       *) echo "VARIANT must be cpu or gpu, got ${VARIANT}" >&2; exit 1 ;; \
     esac \
  && pip install -r requirements.txt -c constraints.txt \
- && pip check
+ && pip check \
+ && rm -rf /opt/venv/lib/python3.*/site-packages/torch/include
 
 # ---- runtime ----
 FROM ${CPU_BASE_IMAGE} AS base-cpu
@@ -65,8 +66,9 @@ LABEL org.opencontainers.image.title="image-classifier-serve" \
       org.opencontainers.image.description="SageMaker serving image: image classifier on multi-model-server (${VARIANT})" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
 # multi-model-server is a Java server: a headless JRE is all it needs.
-# The serving toolkit writes its MMS config to /etc/sagemaker-mms.properties: the file is
-# created here and handed to the unprivileged user, which cannot create files in /etc.
+# `serve` writes its MMS config to a private temp dir, but sagemaker-inference's own
+# start_model_server writes /etc/sagemaker-mms.properties: that file is created here and
+# handed to the unprivileged user, which cannot create files in /etc.
 # hadolint ignore=DL3008
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates openjdk-17-jre-headless \
