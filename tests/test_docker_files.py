@@ -8,16 +8,18 @@ files themselves.
 from __future__ import annotations
 
 import ast
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import Distribution, PackageNotFoundError, distribution, version
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DOCKER_DIR = REPO_ROOT / "docker"
@@ -442,40 +444,75 @@ def stage_program_dir(dockerfile: Dockerfile, target: Path) -> None:
                 shutil.copy2(path, dest / path.name if destination.endswith("/") else dest)
 
 
+def image_site_packages(requirements: Path, target: Path) -> list[str]:
+    """Link into `target` only the installed distributions the requirements file pulls in
+    (transitively, as pip would for the image), so an import check sees the image's
+    package set and not the dev tools that share this venv. Returns the distributions."""
+    wanted = [(name, frozenset[str]()) for name in requirement_pins(requirements)]
+    seen: dict[str, Distribution] = {}
+    extras_seen: set[tuple[str, frozenset[str]]] = set()
+    while wanted:
+        name, extras = wanted.pop()
+        key = re.sub(r"[-_.]+", "-", name).lower()
+        if (key, extras) in extras_seen:
+            continue
+        extras_seen.add((key, extras))
+        dist = seen.get(key) or distribution(key)
+        seen[key] = dist
+        for line in dist.requires or []:
+            requirement = Requirement(line)
+            markers = [{"extra": extra} for extra in (*extras, "")]
+            if requirement.marker is None or any(requirement.marker.evaluate(m) for m in markers):
+                wanted.append((requirement.name, frozenset(requirement.extras)))
+    target.mkdir(parents=True)
+    for dist in seen.values():
+        for top in {file.parts[0] for file in dist.files or [] if file.parts[0] != ".."}:
+            link = target / top
+            source = Path(str(dist.locate_file(top)))
+            if not link.exists() and source.exists():
+                link.symlink_to(source)
+    return sorted(seen)
+
+
 @pytest.mark.parametrize("name", IMAGES)
 def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
-    """The test venv holds the image's pinned versions, and the image's code, laid out as
-    its Dockerfile copies it, imports with its runtime dependencies (smdebug included)."""
-    pins = requirement_pins(REPO_ROOT / f"container_{name}" / "requirements.txt")
+    """The test venv holds the image's pinned versions; with only the packages the image's
+    requirements file pulls in, the image's code (laid out as its Dockerfile copies it)
+    imports with its runtime dependencies, smdebug included."""
+    requirements = REPO_ROOT / f"container_{name}" / "requirements.txt"
     wrong = {}
-    for package, pinned in pins.items():
+    for package, pinned in requirement_pins(requirements).items():
         try:
             installed = version(package)
         except PackageNotFoundError:
             installed = "missing"
         if installed.split("+")[0] != pinned:
             wrong[package] = (pinned, installed)
-    assert not wrong, f"venv differs from container_{name}/requirements.txt: {wrong} (make venv)"
+    assert not wrong, f"venv differs from {requirements.name} of {name}: {wrong} (make venv)"
 
+    site = tmp_path / "site-packages"
+    distributions = image_site_packages(requirements, site)
+    assert "pytest" not in distributions and "ruff" not in distributions
     program = tmp_path / "program"
     stage_program_dir(parse_dockerfile(IMAGES[name]["dockerfile"]), program)
     packages = sorted(p.name for p in program.iterdir() if (p / "__init__.py").is_file())
     assert packages, "nothing copied to /opt/program"
     script = (
-        "import importlib, pkgutil\n"
+        "import importlib, pkgutil, sys\n"
+        "assert not any(p.endswith('site-packages') and 'venv' in p for p in sys.path), sys.path\n"
         f"for module in {RUNTIME_IMPORTS[name]!r}: importlib.import_module(module)\n"
         f"for package in {packages!r}:\n"
         "    root = importlib.import_module(package)\n"
         "    for info in pkgutil.walk_packages(root.__path__, package + '.'):\n"
         "        importlib.import_module(info.name)\n"
-        "print('imported', len(__import__('sys').modules))\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", script],
+        # -S: no site-packages of this venv; only the image's set and its code.
+        [sys.executable, "-S", "-c", script],
         cwd=tmp_path,
         env={
             "PATH": str(Path(sys.executable).parent),
-            "PYTHONPATH": str(program),
+            "PYTHONPATH": os.pathsep.join([str(program), str(site)]),
             "SAGEMAKER_BASE_DIR": str(tmp_path / "ml"),
             "HOME": str(tmp_path),
         },
