@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import pytest
 from sagemaker_inference import parameters
 
-from serving import contract, server
+from serving import contract, entry, server, state
 from serving.artifact import read_model_config
 from serving.errors import ModelLoadError, ServeConfigError
 
@@ -148,7 +149,7 @@ def test_model_server_config(tmp_path: Path) -> None:
     properties = dict(line.split("=", 1) for line in lines)
     assert properties["inference_address"] == "http://0.0.0.0:9090"
     assert properties["management_address"] == f"unix:{tmp_path / 'management.sock'}"
-    assert properties["default_service_handler"] == "serving.handler_service:handle"
+    assert properties["default_service_handler"] == "serving.entry:handle"
     assert properties["default_workers_per_model"] == "2"
     assert properties["default_response_timeout_seconds"] == "60"
     assert "default_response_timeout" not in properties  # read as minutes by MMS 1.1
@@ -177,3 +178,47 @@ def test_serve_script_is_executable_python(repo_root: Path) -> None:
     script = repo_root / "container_serve" / "serve"
     assert script.stat().st_mode & 0o111
     assert script.read_text().startswith("#!/usr/bin/env python3\n")
+
+
+def test_runtime_dir_is_private_and_removed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(server.tempfile, "tempdir", str(tmp_path))
+    with server.runtime_dir() as runtime:
+        assert runtime.parent == tmp_path and runtime.is_dir()
+    assert not runtime.exists()
+
+
+def test_a_tmpdir_too_long_for_unix_sockets_fails_fast(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deep = tmp_path / ("d" * 100)
+    deep.mkdir()
+    monkeypatch.setattr(server.tempfile, "tempdir", str(deep))
+    with pytest.raises(server.ServeFailedError, match="shorter directory"), server.runtime_dir():
+        pass
+    assert list(deep.iterdir()) == []
+
+
+def test_workers_report_through_the_state_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert (state.ready_workers(tmp_path), state.load_failure(tmp_path)) == (0, None)
+    monkeypatch.setenv(contract.STATE_DIR_ENV, str(tmp_path))
+    state.report_ready()
+    state.report_load_failure("model.pt is missing")
+    assert (state.ready_workers(tmp_path), state.load_failure(tmp_path)) == (
+        1,
+        "model.pt is missing",
+    )
+
+
+def test_an_entry_point_import_failure_is_reported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv(contract.STATE_DIR_ENV, str(tmp_path))
+    monkeypatch.setattr(entry, "_handle", None)
+    monkeypatch.setitem(sys.modules, "serving.handler_service", None)  # import fails
+    with pytest.raises(ImportError):
+        entry.handle(None, object())
+    assert "cannot import the handler" in (state.load_failure(tmp_path) or "")

@@ -27,12 +27,10 @@ STARTUP_TIMEOUT_ENV = "SAGEMAKER_STARTUP_TIMEOUT"
 MODEL_SERVER_VMARGS_ENV = "SAGEMAKER_MODEL_SERVER_VMARGS"
 
 # Set by `serve` for the worker processes; not part of SageMaker's contract.
-STATE_DIR_ENV = "SERVING_STATE_DIR"
+STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
 TORCH_THREADS_ENV = "OMP_NUM_THREADS"  # torch reads it; MMS workers default it to 1
-# Files in STATE_DIR: why a worker couldn't load the model, and one per worker that did.
-# multi-model-server's /ping says "Healthy" as soon as workers start, before they load.
-LOAD_FAILURE_FILE = "model_load_failed.txt"
-WORKER_READY_PREFIX = "worker_ready."
+# Linux limits unix socket paths (worker sockets, the management socket) to 107 bytes.
+MAX_UNIX_SOCKET_PATH = 107
 
 # SageMaker forwards InvokeEndpoint's CustomAttributes in this header (e.g. "top_k=3").
 CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"

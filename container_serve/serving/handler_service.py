@@ -16,7 +16,6 @@ import os
 import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +33,7 @@ from serving.handler import (
     predict_fn,
     select_device,
 )
+from serving.state import report_load_failure, report_ready
 
 logger = logging.getLogger(__name__)
 
@@ -162,22 +162,6 @@ def request_body(item: dict[str, Any]) -> bytes | None:
     if body is None:
         return None
     return bytes(body) if isinstance(body, bytes | bytearray) else str(body).encode("utf-8")
-
-
-def report_load_failure(reason: str) -> None:
-    """Tell `serve` (through its state directory) why the model could not load."""
-    write_state(contract.LOAD_FAILURE_FILE, reason)
-
-
-def report_ready() -> None:
-    """Tell `serve` that this worker has loaded and warmed up the model."""
-    write_state(f"{contract.WORKER_READY_PREFIX}{os.getpid()}", "ready")
-
-
-def write_state(name: str, text: str) -> None:
-    state_dir = os.environ.get(contract.STATE_DIR_ENV)
-    if state_dir:
-        (Path(state_dir) / name).write_text(text + "\n", encoding="utf-8")
 
 
 _service = HandlerService()

@@ -35,13 +35,13 @@ from pathlib import Path
 
 import psutil
 
-from serving import contract
+from serving import contract, state
 from serving.artifact import read_model_config
 from serving.errors import ModelLoadError, ServeConfigError
 
 logger = logging.getLogger("serve")
 
-HANDLER = "serving.handler_service:handle"
+HANDLER = "serving.entry:handle"
 MODEL_NAME = "model"
 LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
 POLL_INTERVAL_S = 0.2
@@ -85,7 +85,7 @@ def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> 
                 )
             with timed(f"load and warm up the model in {settings.workers} worker(s)"):
                 wait_until(
-                    lambda: ready_workers(runtime) >= settings.workers,
+                    lambda: state.ready_workers(runtime) >= settings.workers,
                     settings,
                     runtime,
                     server,
@@ -116,7 +116,16 @@ def timed(phase: str) -> Iterator[None]:
 
 @contextmanager
 def runtime_dir() -> Iterator[Path]:
+    """A private directory under TMPDIR for the config, sockets, pid file and worker state."""
     path = Path(tempfile.mkdtemp(prefix="serve-"))
+    longest_socket = path / ".mms.sock.90000"
+    if len(str(longest_socket)) > contract.MAX_UNIX_SOCKET_PATH:
+        path.rmdir()
+        raise ServeFailedError(
+            f"TMPDIR {tempfile.gettempdir()} is too long for the server's unix sockets "
+            f"({len(str(longest_socket))} > {contract.MAX_UNIX_SOCKET_PATH} bytes): "
+            "set TMPDIR to a shorter directory"
+        )
     try:
         yield path
     finally:
@@ -204,15 +213,6 @@ def ping_status(port: int) -> str | None:
         return None
 
 
-def load_failure(runtime: Path) -> str | None:
-    path = runtime / contract.LOAD_FAILURE_FILE
-    return path.read_text(encoding="utf-8").strip() if path.exists() else None
-
-
-def ready_workers(runtime: Path) -> int:
-    return sum(1 for _ in runtime.glob(f"{contract.WORKER_READY_PREFIX}*"))
-
-
 def wait_until(
     condition: Callable[[], bool],
     settings: contract.ServeSettings,
@@ -245,12 +245,12 @@ def supervise(
 
 
 def check_alive(runtime: Path, server: subprocess.Popen[bytes]) -> None:
-    reason = load_failure(runtime)
+    reason = state.load_failure(runtime)
     if reason is not None:
         raise ServeFailedError(f"the model failed to load: {reason}")
     if server.poll() is not None:
         raise ServeFailedError(
-            f"the model server exited (code {server.returncode}); see the log above"
+            f"the model server exited with code {server.returncode}; its log is above"
         )
 
 

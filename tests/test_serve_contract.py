@@ -1,0 +1,336 @@
+"""Contract tests: the real `serve` command, as a process, on a model made by the real `train`.
+
+One tiny training job per session and one server per module keep this file to about two
+minutes on two cores. Every server gets its own TMPDIR/TEMP, so several can run at once,
+and every process a test starts is stopped (and checked gone) before the test ends.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import http.client
+import io
+import json
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import local
+import numpy as np
+import psutil
+import pytest
+import torch
+from PIL import Image
+from synthetic_images import make_dataset
+
+from trainer.preprocessing import Preprocessing, eval_transform
+
+pytestmark = pytest.mark.contract
+
+SHUTDOWN_LIMIT_S = 30  # SageMaker's SIGTERM-to-SIGKILL window
+PAYLOAD_LIMIT_MB = 1
+
+
+@dataclass
+class Server:
+    port: int
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    tmp_dir: Path  # the server's TMPDIR and TEMP: every process it starts refers to it
+
+    def post(
+        self, body: bytes, content_type: str, headers: dict[str, str] | None = None
+    ) -> tuple[int, bytes, str]:
+        return local.post_invocation(self.port, body, content_type, headers)
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    """A free port below 32767, the highest multi-model-server 1.1 accepts."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found")
+
+
+def processes_of(server: Server) -> list[psutil.Process]:
+    """Every live process started for this server, orphans included (found by its temp dir)."""
+    marker = str(server.tmp_dir)
+    found = []
+    for process in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if process.status() == psutil.STATUS_ZOMBIE:
+                continue
+            in_command = marker in " ".join(process.cmdline())
+            in_env = process.environ().get("TMPDIR", "").startswith(marker)
+            if process.pid == server.process.pid or in_command or in_env:
+                found.append(process)
+    return found
+
+
+def start_server(model_dir: Path, work_dir: Path, env: dict[str, str] | None = None) -> Server:
+    # A short private TMPDIR: worker sockets live under it, and unix socket paths are limited
+    # to 107 bytes (pytest's tmp_path is too deep).
+    tmp_dir = Path(tempfile.mkdtemp(prefix="serve-test-"))
+    work_dir.mkdir(parents=True, exist_ok=True)
+    log_path = work_dir / "serve.log"
+    port = free_port()
+    with log_path.open("wb") as log_file:
+        process = local.start_server(
+            model_dir,
+            work_dir / "base",
+            port,
+            env={"TMPDIR": str(tmp_dir), "TEMP": str(tmp_dir), **(env or {})},
+            log_file=log_file,
+        )
+    return Server(port, process, log_path, tmp_dir)
+
+
+def stop_and_clean(server: Server) -> list[str]:
+    """Stop `serve`; SIGKILL and return whatever it left behind (should be nothing)."""
+    local.stop_server(server.process, timeout=SHUTDOWN_LIMIT_S)
+    leftovers = processes_of(server)
+    described = []
+    for process in leftovers:
+        with contextlib.suppress(psutil.Error):
+            described.append(" ".join(process.cmdline()[:3]))
+            process.kill()
+    psutil.wait_procs(leftovers, timeout=10)
+    shutil.rmtree(server.tmp_dir, ignore_errors=True)
+    return described
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model from the real training job: tiny, pretrained off, one epoch."""
+    root = tmp_path_factory.mktemp("serve-train")
+    data = make_dataset(root / "data", per_class=6)
+    hyperparameters = {"pretrained": "false", "image_size": "64", "epochs": "1"}
+    assert local.train(data, root / "job", hyperparameters) == 0
+    return root / "job" / "model"
+
+
+@pytest.fixture(scope="module")
+def server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    work_dir = tmp_path_factory.mktemp("serve")
+    env = {
+        "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_LIMIT_MB),
+        "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+    }
+    running = start_server(trained_model_dir, work_dir, env)
+    try:
+        local.wait_until_ready(running.port, running.process, running.log_path, timeout=300)
+        yield running
+    finally:
+        stop_and_clean(running)
+
+
+@pytest.fixture(scope="module")
+def test_images(trained_model_dir: Path) -> list[Path]:
+    data_root = trained_model_dir.parent.parent / "data" / "test"
+    return sorted(data_root.glob("*/*.jpg"))[::3]
+
+
+def reference_probabilities(model_dir: Path, images: list[Image.Image]) -> np.ndarray:
+    """The artifact loaded in-process by hand, as a user would, without the serving code."""
+    config = json.loads((model_dir / "model_config.json").read_text())
+    transform = eval_transform(Preprocessing.from_dict(config["preprocessing"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        network = torch.jit.load(str(model_dir / "model.pt"), map_location="cpu")
+    with torch.inference_mode():
+        logits = network(torch.stack([transform(image.convert("RGB")) for image in images]))
+    return torch.softmax(logits, dim=1).numpy()
+
+
+def json_probabilities(body: bytes, classes: list[str]) -> np.ndarray:
+    predictions = json.loads(body)["predictions"]
+    return np.array([[p["probabilities"][name] for name in classes] for p in predictions])
+
+
+def png_bytes(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def npy_bytes(array: np.ndarray, allow_pickle: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array, allow_pickle=allow_pickle)
+    return buffer.getvalue()
+
+
+def assert_still_serving(server: Server, good_image: bytes) -> None:
+    assert local.ping(server.port)
+    status, body, _ = server.post(good_image, "image/jpeg")
+    assert status == 200, body
+    assert len(json.loads(body)["predictions"]) == 1
+
+
+def test_serve_logs_its_startup_phases(server: Server) -> None:
+    log = server.log()
+    for phase in ("check the model artifact", "start the model server", "load and warm up"):
+        assert phase in log
+    assert "ready on port" in log
+    assert log.count("model loaded and warmed up") == 2  # both workers
+
+
+def test_jpeg_png_json_and_npy_predictions_equal_the_artifact_in_process(
+    server: Server, trained_model_dir: Path, test_images: list[Path]
+) -> None:
+    classes = json.loads((trained_model_dir / "model_config.json").read_text())["classes"]
+    images = [Image.open(path) for path in test_images[:4]]
+    expected = reference_probabilities(trained_model_dir, images)
+
+    for path, row in zip(test_images[:4], expected, strict=True):
+        status, body, content_type = server.post(path.read_bytes(), "image/jpeg")
+        assert (status, content_type) == (200, "application/json"), body
+        np.testing.assert_allclose(json_probabilities(body, classes)[0], row, atol=1e-5)
+
+    status, body, _ = server.post(png_bytes(images[0]), "image/png")
+    assert status == 200, body
+    np.testing.assert_allclose(json_probabilities(body, classes)[0], expected[0], atol=1e-5)
+
+    instances = [{"b64": base64.b64encode(path.read_bytes()).decode()} for path in test_images[:4]]
+    status, body, _ = server.post(json.dumps({"instances": instances}).encode(), "application/json")
+    assert status == 200, body
+    np.testing.assert_allclose(json_probabilities(body, classes), expected, atol=1e-5)
+
+    pixels = np.stack([np.asarray(image.convert("RGB")) for image in images])
+    from_pixels = reference_probabilities(trained_model_dir, [Image.fromarray(p) for p in pixels])
+    status, body, content_type = server.post(
+        npy_bytes(pixels), "application/x-npy", {"Accept": "application/x-npy"}
+    )
+    assert (status, content_type) == (200, "application/x-npy"), body
+    np.testing.assert_allclose(
+        np.load(io.BytesIO(body), allow_pickle=False), from_pixels, atol=1e-5
+    )
+    status, body, _ = server.post(npy_bytes(pixels[1]), "application/x-npy")
+    assert status == 200, body
+    np.testing.assert_allclose(json_probabilities(body, classes)[0], from_pixels[1], atol=1e-5)
+
+
+def test_top_k_from_custom_attributes(server: Server, test_images: list[Path]) -> None:
+    headers = {"X-Amzn-SageMaker-Custom-Attributes": "top_k=1"}
+    status, body, _ = server.post(test_images[0].read_bytes(), "image/jpeg", headers)
+    assert status == 200, body
+    [prediction] = json.loads(body)["predictions"]
+    assert list(prediction["probabilities"]) == [prediction["label"]]
+
+
+def bomb_png() -> bytes:
+    """A real PNG of 7000 x 7000 pixels (49 M, over the 40 M limit) that compresses to ~150 KB."""
+    buffer = io.BytesIO()
+    Image.new("L", (7000, 7000)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+BAD_REQUESTS = {
+    "unsupported content type": (415, "text/csv", b"1,2,3", {}),
+    "unsupported accept": (406, "image/jpeg", "good", {"Accept": "text/html"}),
+    "not an image": (400, "image/jpeg", b"hello, I am not a JPEG", {}),
+    "empty body": (400, "image/jpeg", b"", {}),
+    "bad json": (400, "application/json", b'{"instances": [', {}),
+    "bad base64": (400, "application/json", b'{"instances": [{"b64": "!!notbase64!!"}]}', {}),
+    "pickled npy": (400, "application/x-npy", "pickled", {}),
+    "float npy": (400, "application/x-npy", npy_bytes(np.zeros((8, 8, 3), np.float64)), {}),
+    "decompression bomb": (400, "image/png", "bomb", {}),
+    "bad top_k": (400, "image/jpeg", "good", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=7"}),
+}
+
+
+@pytest.mark.parametrize("case", BAD_REQUESTS)
+def test_client_errors_get_their_status_and_the_server_keeps_serving(
+    server: Server, test_images: list[Path], case: str
+) -> None:
+    expected, content_type, body, headers = BAD_REQUESTS[case]
+    good_image = test_images[0].read_bytes()
+    payloads = {
+        "good": good_image,
+        "pickled": npy_bytes(np.array([{"x": 1}], dtype=object), allow_pickle=True),
+        "bomb": bomb_png() if body == "bomb" else b"",
+    }
+    payload = payloads[body] if isinstance(body, str) else body
+    status, answer, answer_type = server.post(payload, content_type, headers)
+    assert status == expected, answer
+    assert b"Traceback" not in answer
+    assert answer_type == "application/json"
+    assert set(json.loads(answer)) == {"error"}
+    assert_still_serving(server, good_image)
+
+
+def test_payload_over_the_limit_is_413(server: Server, test_images: list[Path]) -> None:
+    """multi-model-server's frontend answers 413 itself, before Python sees the request.
+
+    The client announces the body and waits (Expect: 100-continue, as curl does for large
+    bodies): the server refuses it on its Content-Length and closes the connection, so a
+    client that sends the whole body first may see a reset instead of the 413.
+    """
+    connection = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
+    try:
+        connection.putrequest("POST", "/invocations")
+        connection.putheader("Content-Type", "image/jpeg")
+        connection.putheader("Content-Length", str(PAYLOAD_LIMIT_MB * 1024 * 1024 + 1))
+        connection.putheader("Expect", "100-continue")
+        connection.endheaders()
+        response = connection.getresponse()
+        assert response.status == 413
+        assert b"Traceback" not in response.read()
+    finally:
+        connection.close()
+    status, _, _ = server.post(b"\xff" * (PAYLOAD_LIMIT_MB * 1024 * 1024 - 1000), "image/jpeg")
+    assert status == 400  # just under the limit: reaches the handler, which rejects the bytes
+    assert_still_serving(server, test_images[0].read_bytes())
+
+
+def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
+    trained_model_dir: Path, tmp_path: Path
+) -> None:
+    broken = tmp_path / "broken-model"
+    broken.mkdir()
+    (broken / "model_config.json").write_bytes(
+        (trained_model_dir / "model_config.json").read_bytes()
+    )
+    (broken / "model.pt").write_bytes(b"half a model file")
+    no_config = tmp_path / "no-config"
+    no_config.mkdir()
+    cases = [(broken, "not a TorchScript model"), (no_config, "model_config.json is missing")]
+    for model_dir, reason in cases:
+        server = start_server(model_dir, tmp_path / model_dir.name)
+        try:
+            exit_code = server.process.wait(timeout=300)
+        finally:
+            leftovers = stop_and_clean(server)
+        assert exit_code != 0
+        assert reason in server.log()
+        assert "ready on port" not in server.log()
+        assert leftovers == []
+
+
+def test_sigterm_stops_the_server_and_every_worker(server: Server) -> None:
+    """Runs last in this module: it stops the shared server."""
+    workers = [p for p in processes_of(server) if "model_service_worker" in " ".join(p.cmdline())]
+    assert len(workers) >= 2  # the two workers' listeners (and their forked handlers)
+    started = time.monotonic()
+    server.process.send_signal(signal.SIGTERM)
+    exit_code = server.process.wait(timeout=SHUTDOWN_LIMIT_S)
+    assert time.monotonic() - started < SHUTDOWN_LIMIT_S
+    assert exit_code == 0
+    assert processes_of(server) == []
+    assert "model server stopped" in server.log()
