@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Build the training and serving images, push them to Amazon ECR, and record their URIs
 # in build/images.json for the launch scripts. Run ./build_and_push.sh --help.
+# Written for bash 3.2 too (macOS's /bin/bash): no associative arrays, and empty arrays
+# expanded as ${a[@]+"${a[@]}"} under `set -u`.
 set -euo pipefail
 
 readonly PROG=build_and_push.sh
@@ -21,6 +23,8 @@ Options:
                        a non-default variant goes to its own repository, e.g.
                        image-classifier-serve-gpu
   --platform P         docker build platform (default: linux/amd64, what SageMaker runs)
+  --build-arg K=V      extra docker build argument, repeatable (e.g. TORCH_CUDA=cu126
+                       with GPU_BASE_IMAGE=nvidia/cuda:12.6.3-base-ubuntu24.04)
   --repo-prefix NAME   ECR repository name prefix (default: $IMAGE_REPO_PREFIX or
                        image-classifier): repositories NAME-train and NAME-serve
   --images-file PATH   where to write the URIs (default: $IMAGES_FILE or build/images.json)
@@ -53,6 +57,7 @@ variant=""
 platform=linux/amd64
 push=true
 use_docker=true
+build_args=()
 repo_prefix="${IMAGE_REPO_PREFIX:-image-classifier}"
 images_file="${IMAGES_FILE:-}"
 
@@ -71,6 +76,8 @@ while [[ $# -gt 0 ]]; do
     --gpu) variant=gpu ;;
     --platform) need_value "$@"; platform=$2; shift ;;
     --platform=*) platform=${1#*=} ;;
+    --build-arg) need_value "$@"; build_args+=(--build-arg "$2"); shift ;;
+    --build-arg=*) build_args+=(--build-arg "${1#*=}") ;;
     --repo-prefix) need_value "$@"; repo_prefix=$2; shift ;;
     --repo-prefix=*) repo_prefix=${1#*=} ;;
     --images-file) need_value "$@"; images_file=$2; shift ;;
@@ -163,12 +170,25 @@ default_variant() {
   esac
 }
 
-repository_name() { # IMAGE VARIANT
-  local name="$repo_prefix-$1"
-  if [[ $2 != "$(default_variant "$1")" ]]; then
-    name="$name-$2"
+variant_of() { # IMAGE
+  echo "${variant:-$(default_variant "$1")}"
+}
+
+repository_name() { # IMAGE
+  local name="$repo_prefix-$1" image_variant
+  image_variant=$(variant_of "$1")
+  if [[ $image_variant != "$(default_variant "$1")" ]]; then
+    name="$name-$image_variant"
   fi
   echo "$name"
+}
+
+image_uri() { # IMAGE (repository URI, without tag)
+  echo "$registry/$(repository_name "$1")"
+}
+
+building() { # IMAGE
+  [[ " ${images[*]} " == *" $1 "* ]]
 }
 
 ensure_repository() { # NAME
@@ -197,14 +217,11 @@ docker_cmd() {
 }
 
 # ---- ECR: repositories and login ----
-declare -A uri_of=()
-for image in "${images[@]}"; do
-  name=$(repository_name "$image" "${variant:-$(default_variant "$image")}")
-  uri_of[$image]="$registry/$name"
-  if $push; then
-    ensure_repository "$name"
-  fi
-done
+if $push; then
+  for image in "${images[@]}"; do
+    ensure_repository "$(repository_name "$image")"
+  done
+fi
 
 if $push; then
   if $use_docker; then
@@ -224,18 +241,19 @@ fi
 
 # ---- build, tag, push ----
 for image in "${images[@]}"; do
-  image_variant=${variant:-$(default_variant "$image")}
+  uri=$(image_uri "$image")
   tag_args=()
   for t in "${tags[@]}"; do
-    tag_args+=(--tag "${uri_of[$image]}:$t")
+    tag_args+=(--tag "$uri:$t")
   done
   # --provenance=false: a single-platform image manifest; SageMaker does not accept the
   # manifest list that BuildKit's provenance attestation produces.
   docker_cmd build --file "docker/$image.Dockerfile" --platform "$platform" \
-    --build-arg "VARIANT=$image_variant" --provenance=false "${tag_args[@]}" .
+    --build-arg "VARIANT=$(variant_of "$image")" ${build_args[@]+"${build_args[@]}"} \
+    --provenance=false "${tag_args[@]}" .
   if $push; then
     for t in "${tags[@]}"; do
-      docker_cmd push "${uri_of[$image]}:$t"
+      docker_cmd push "$uri:$t"
     done
   fi
 done
@@ -254,14 +272,15 @@ json_value() { # URI-or-empty
   if [[ -n $1 ]]; then printf '"%s"' "$1"; else printf 'null'; fi
 }
 
-declare -A result=()
-for image in train serve; do
-  if [[ -n ${uri_of[$image]:-} ]]; then
-    result[$image]="${uri_of[$image]}:$tag"
+result_uri() { # IMAGE
+  if building "$1"; then
+    echo "$(image_uri "$1"):$tag"
   else
-    result[$image]=$(previous_uri "$image")
+    previous_uri "$1"
   fi
-done
+}
+train_uri=$(result_uri train)
+serve_uri=$(result_uri serve)
 
 mkdir -p "$(dirname "$images_file")"
 tmp_file="$images_file.tmp.$$"
@@ -270,13 +289,13 @@ cat >"$tmp_file" <<EOF
   "region": "$region",
   "account": "$account",
   "tag": "$tag",
-  "train": $(json_value "${result[train]}"),
-  "serve": $(json_value "${result[serve]}")
+  "train": $(json_value "$train_uri"),
+  "serve": $(json_value "$serve_uri")
 }
 EOF
 mv "$tmp_file" "$images_file"
 
 for image in "${images[@]}"; do
-  echo "$image image: ${uri_of[$image]}:$tag"
+  echo "$image image: $(image_uri "$image"):$tag"
 done
 log "wrote $images_file"

@@ -22,7 +22,11 @@ FROM ${BUILD_BASE_IMAGE} AS build
 ARG VARIANT
 # Python 3.11 as in the training image and the tests (Ubuntu 24.04 ships 3.12).
 ARG PYTHON_VERSION=3.11.18
-ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
+# PyTorch's own wheel indexes: <base>/cpu, <base>/cu126, ...
+ARG TORCH_INDEX_BASE_URL=https://download.pytorch.org/whl
+# gpu only: empty = PyPI's torch (CUDA 13, driver >= 580); e.g. cu126 for an older
+# driver, together with a matching GPU_BASE_IMAGE (nvidia/cuda:12.6.3-base-ubuntu24.04).
+ARG TORCH_CUDA=
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Ubuntu's package versions are not pinned: the archive drops superseded versions.
 # hadolint ignore=DL3008
@@ -39,18 +43,22 @@ RUN uv python install "${PYTHON_VERSION}" \
 ENV PATH=/opt/venv/bin:${PATH}
 COPY container_serve/requirements.txt constraints.txt /tmp/requirements/
 WORKDIR /tmp/requirements
-# The same pinned file `make venv` installs. For VARIANT=cpu, torch and torchvision come
-# first from the PyTorch CPU index (2.x.y+cpu satisfies ==2.x.y), without dependencies, so
-# every other package still resolves from PyPI under constraints.txt and no CUDA wheel
-# is pulled in. torch's C++ headers (about 60 MB) only serve compiling extensions: dropped.
+# The same pinned file `make venv` installs. For VARIANT=cpu (or a TORCH_CUDA flavour),
+# torch and torchvision come first from PyTorch's index, without dependencies
+# (2.x.y+cpu satisfies ==2.x.y); every other package still resolves from PyPI under
+# constraints.txt, and a cpu build pulls in no CUDA wheel.
+# torch's C++ headers (about 60 MB) only serve compiling extensions: dropped.
 RUN --mount=type=cache,target=/root/.cache/pip \
     case "${VARIANT}" in \
-      gpu) ;; \
-      cpu) pip install --no-deps --index-url "${TORCH_CPU_INDEX_URL}" \
-             "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+cpu" \
-             "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+cpu" ;; \
+      cpu) flavor=cpu ;; \
+      gpu) flavor="${TORCH_CUDA}" ;; \
       *) echo "VARIANT must be cpu or gpu, got ${VARIANT}" >&2; exit 1 ;; \
     esac \
+ && if [ -n "${flavor}" ]; then \
+      pip install --no-deps --index-url "${TORCH_INDEX_BASE_URL}/${flavor}" \
+        "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}" \
+        "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}"; \
+    fi \
  && pip install -r requirements.txt -c constraints.txt \
  && pip check \
  && rm -rf /opt/venv/lib/python3.*/site-packages/torch/include

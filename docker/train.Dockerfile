@@ -25,7 +25,11 @@ ARG VARIANT
 # The project is tested on Python 3.11 (sagemaker-training 4.9 and smdebug were checked on
 # it); Ubuntu 24.04 ships 3.12, so uv installs a standalone CPython 3.11 under /opt/python.
 ARG PYTHON_VERSION=3.11.18
-ARG TORCH_CPU_INDEX_URL=https://download.pytorch.org/whl/cpu
+# PyTorch's own wheel indexes: <base>/cpu, <base>/cu126, ...
+ARG TORCH_INDEX_BASE_URL=https://download.pytorch.org/whl
+# gpu only: empty = PyPI's torch (CUDA 13, driver >= 580); e.g. cu126 for an older
+# driver, together with a matching GPU_BASE_IMAGE (nvidia/cuda:12.6.3-base-ubuntu24.04).
+ARG TORCH_CUDA=
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # gcc and libc headers: sagemaker-training builds a C extension from its sdist.
 # Ubuntu's package versions are not pinned: the archive drops superseded versions.
@@ -42,18 +46,22 @@ RUN uv python install "${PYTHON_VERSION}" \
  && "$(uv python find "${PYTHON_VERSION}")" -m venv /opt/venv
 ENV PATH=/opt/venv/bin:${PATH}
 COPY container_train/requirements.txt constraints.txt /tmp/requirements/
-# The same pinned file `make venv` installs. For VARIANT=cpu, torch and torchvision come
-# first from the PyTorch CPU index (2.x.y+cpu satisfies ==2.x.y), without dependencies, so
-# every other package still resolves from PyPI under constraints.txt.
+# The same pinned file `make venv` installs. For VARIANT=cpu (or a TORCH_CUDA flavour),
+# torch and torchvision come first from PyTorch's index, without dependencies
+# (2.x.y+cpu satisfies ==2.x.y); every other package still resolves from PyPI under
+# constraints.txt, and a cpu build pulls in no CUDA wheel.
 WORKDIR /tmp/requirements
 RUN --mount=type=cache,target=/root/.cache/pip \
     case "${VARIANT}" in \
-      gpu) ;; \
-      cpu) pip install --no-deps --index-url "${TORCH_CPU_INDEX_URL}" \
-             "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+cpu" \
-             "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+cpu" ;; \
+      cpu) flavor=cpu ;; \
+      gpu) flavor="${TORCH_CUDA}" ;; \
       *) echo "VARIANT must be cpu or gpu, got ${VARIANT}" >&2; exit 1 ;; \
     esac \
+ && if [ -n "${flavor}" ]; then \
+      pip install --no-deps --index-url "${TORCH_INDEX_BASE_URL}/${flavor}" \
+        "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}" \
+        "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}"; \
+    fi \
  && pip install -r requirements.txt -c constraints.txt \
  && pip check
 

@@ -237,6 +237,22 @@ def test_no_push_creates_nothing(aws: str, checkout: Path) -> None:
     assert ecr().describe_repositories()["repositories"] == []
 
 
+def test_extra_build_args(aws: str, checkout: Path) -> None:
+    run = run_script(
+        checkout,
+        *("serve", "--gpu", "--no-push", "--no-docker"),
+        *("--build-arg", "TORCH_CUDA=cu126", "--build-arg=GPU_BASE_IMAGE=nvidia/cuda:12.6.3-base"),
+    )
+    assert run.returncode == 0, run.stderr
+    [build] = run.commands()
+    build_args = [build[i + 1] for i, word in enumerate(build) if word == "--build-arg"]
+    assert build_args == [
+        "VARIANT=gpu",
+        "TORCH_CUDA=cu126",
+        "GPU_BASE_IMAGE=nvidia/cuda:12.6.3-base",
+    ]
+
+
 def test_region_order(aws: str, checkout: Path) -> None:
     # The flag beats the environment.
     run = run_script(checkout, "train", "--no-docker", "--region", "eu-west-1")
@@ -315,6 +331,7 @@ def test_help(checkout: Path) -> None:
         ["--tag", "a:b"],
         ["deploy"],
         ["--repo-prefix", "Up"],
+        ["--build-arg"],
     ],
 )
 def test_bad_arguments(checkout: Path, args: list[str]) -> None:

@@ -522,3 +522,45 @@ def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
         check=False,
     )
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize("name", IMAGES)
+@pytest.mark.parametrize(
+    ("variant", "torch_cuda", "index"),
+    [("cpu", "", "cpu"), ("gpu", "", None), ("gpu", "cu126", "cu126"), ("tpu", "", "error")],
+)
+def test_install_step_picks_the_torch_build(
+    name: str, variant: str, torch_cuda: str, index: str | None, tmp_path: Path
+) -> None:
+    """The package RUN step, with pip stubbed out: which torch it installs from where."""
+    dockerfile = parse_dockerfile(IMAGES[name]["dockerfile"])
+    [step] = [i.arguments for i in dockerfile.instructions if "pip install -r" in i.arguments]
+    step = re.sub(r"^--mount=\S+\s+", "", step)
+    shutil.copy(REPO_ROOT / f"container_{name}" / "requirements.txt", tmp_path)
+    result = subprocess.run(
+        ["bash", "-o", "pipefail", "-c", 'pip() { echo "pip $*"; }; rm() { :; }; ' + step],
+        cwd=tmp_path,
+        env={
+            "PATH": "/usr/bin:/bin",
+            "VARIANT": variant,
+            "TORCH_CUDA": torch_cuda,
+            "TORCH_INDEX_BASE_URL": "https://download.pytorch.org/whl",
+        },
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if index == "error":
+        assert result.returncode != 0
+        assert "VARIANT must be cpu or gpu" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    pins = requirement_pins(tmp_path / "requirements.txt")
+    expected = ["pip install -r requirements.txt -c constraints.txt", "pip check"]
+    if index:
+        expected.insert(
+            0,
+            f"pip install --no-deps --index-url https://download.pytorch.org/whl/{index} "
+            f"torch=={pins['torch']}+{index} torchvision=={pins['torchvision']}+{index}",
+        )
+    assert result.stdout.splitlines() == expected
