@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -108,6 +110,19 @@ FILE_CONTENT_TYPES = {
     ".npy": "application/x-npy",
     ".json": "application/json",
 }
+
+
+def free_port() -> int:
+    """A free TCP port below 32767, the highest multi-model-server 1.1 accepts."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found between 20000 and 32000")
 
 
 def layout_serving_dir(model_dir: Path, base_dir: Path) -> None:

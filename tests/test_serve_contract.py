@@ -12,10 +12,8 @@ import contextlib
 import http.client
 import io
 import json
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -56,19 +54,6 @@ class Server:
         return self.log_path.read_text(errors="replace")
 
 
-def free_port() -> int:
-    """A free port below 32767, the highest multi-model-server 1.1 accepts."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found")
-
-
 def processes_of(server: Server) -> list[psutil.Process]:
     """Every live process started for this server, orphans included (found by its temp dir)."""
     marker = str(server.tmp_dir)
@@ -90,7 +75,7 @@ def start_server(model_dir: Path, work_dir: Path, env: dict[str, str] | None = N
     tmp_dir = Path(tempfile.mkdtemp(prefix="serve-test-"))
     work_dir.mkdir(parents=True, exist_ok=True)
     log_path = work_dir / "serve.log"
-    port = free_port()
+    port = local.free_port()
     with log_path.open("wb") as log_file:
         process = local.start_server(
             model_dir,
@@ -334,3 +319,31 @@ def test_sigterm_stops_the_server_and_every_worker(server: Server) -> None:
     assert exit_code == 0
     assert processes_of(server) == []
     assert "model server stopped" in server.log()
+
+
+@pytest.mark.photos
+def test_real_photos_are_classified_over_http(
+    photos_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A model trained on the real photos (from scratch: no ImageNet weights offline)."""
+    root = tmp_path_factory.mktemp("photos")
+    hyperparameters = {"pretrained": "false", "image_size": "64", "epochs": "1"}
+    assert local.train(photos_dir, root / "job", hyperparameters) == 0
+    model_dir = root / "job" / "model"
+    images = sorted(path for path in (photos_dir / "test").glob("*/*") if path.is_file())
+    server = start_server(model_dir, root / "serve")
+    try:
+        local.wait_until_ready(server.port, server.process, server.log_path, timeout=300)
+        answers = [local.classify_file(server.port, path) for path in images]
+    finally:
+        leftovers = stop_and_clean(server)
+    assert leftovers == []
+    assert [status for status, _ in answers] == [200] * len(images)
+    served = [answer["predictions"][0]["label"] for _, answer in answers]
+    classes = json.loads((model_dir / "model_config.json").read_text())["classes"]
+    reference = reference_probabilities(model_dir, [Image.open(path) for path in images])
+    assert served == [classes[int(i)] for i in reference.argmax(axis=1)]
+    accuracy = np.mean(
+        [label == path.parent.name for label, path in zip(served, images, strict=True)]
+    )
+    print(f"{len(images)} test photos over HTTP: accuracy {accuracy:.3f}")
