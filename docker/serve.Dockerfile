@@ -102,8 +102,9 @@ ENV PATH=/opt/venv/bin:${PATH} \
     SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT=application/json \
     SAGEMAKER_STARTUP_TIMEOUT=600
 # model-server (uid 10001). MMS writes logs/ and its model export folder under the working
-# directory, so that is its home.
-USER 10001:10001
+# directory, so that is its home. SERVE_USER=root is the way back should a platform need it.
+ARG SERVE_USER=10001:10001
+USER ${SERVE_USER}
 WORKDIR /home/model-server
 EXPOSE 8080
 CMD ["serve"]

@@ -380,8 +380,16 @@ def test_serving_image_contract() -> None:
     assert "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in labels
     assert [i.arguments for i in final if i.keyword == "EXPOSE"] == ["8080"]
     assert dockerfile.env(final)["SAGEMAKER_BIND_TO_PORT"] == "8080"
-    users = [i.arguments for i in final if i.keyword == "USER"]
-    assert users and not users[-1].startswith(("root", "0")), "serving runs as root"
+    defaults = dict(
+        i.arguments.split("=", 1) for i in final if i.keyword == "ARG" and "=" in i.arguments
+    )
+    users = [
+        re.sub(r"\$\{(\w+)\}", lambda m: defaults.get(m.group(1), m.group(0)), i.arguments)
+        for i in final
+        if i.keyword == "USER"
+    ]
+    assert users and users[-1].split(":")[0] not in {"root", "0"}, f"serving runs as {users}"
+    assert re.fullmatch(r"\w[\w-]*(:\w[\w-]*)?", users[-1]), users
     runs = " ".join(i.arguments for i in final if i.keyword == "RUN")
     assert "jre-headless" in runs
     # The toolkit rewrites this file at start; the unprivileged user must own it.
