@@ -77,8 +77,10 @@ LABEL org.opencontainers.image.title="image-classifier-serve" \
 # `serve` writes its MMS config to a private temp dir, but sagemaker-inference's own
 # start_model_server writes /etc/sagemaker-mms.properties: that file is created here and
 # handed to the unprivileged user, which cannot create files in /etc.
+# (The JRE's postinst links man pages: the minimal base image may lack the folder.)
 # hadolint ignore=DL3008
-RUN apt-get update \
+RUN mkdir -p /usr/share/man/man1 \
+ && apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates openjdk-17-jre-headless \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/model-server \
