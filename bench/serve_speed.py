@@ -1,0 +1,234 @@
+"""Serving speed: POST /invocations latency and throughput against the raw model forward.
+
+    python bench/serve_speed.py [--model-dir DIR] [--image FILE] [--runs 3] [--workers 1 2]
+
+Starts the real `serve` (as `scripts/local.py serve` does) on one model and sends one
+500x375 JPEG again and again from 1 and from 4 concurrent clients (keep-alive
+connections). In the same run, in the same process, it times the raw TorchScript forward
+of one preprocessed image, and decode + preprocess + forward, so the table shows what
+the HTTP and multi-model-server layers add. Every number is the median over --runs runs.
+Without --model-dir it trains a model with the real `train` (pretrained off, 224 px,
+one epoch on generated images): speed does not depend on the weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import io
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO_ROOT / "scripts"), str(REPO_ROOT / "container_train")]
+
+import local  # noqa: E402
+from synthetic_images import make_dataset  # noqa: E402
+
+from trainer.preprocessing import Preprocessing, eval_transform, open_rgb  # noqa: E402
+
+IMAGE_SIZE = (500, 375)  # the classic cats-vs-dogs photo size
+
+
+@dataclass(frozen=True)
+class Timing:
+    p50_ms: float
+    p99_ms: float
+    throughput: float  # images per second
+
+
+def photo_like_jpeg(size: tuple[int, int] = IMAGE_SIZE) -> bytes:
+    """A JPEG with photo-like entropy (smooth gradients plus noise), so decoding costs what
+    a real photo costs."""
+    rng = np.random.default_rng(0)
+    width, height = size
+    y, x = np.mgrid[0:height, 0:width]
+    base = np.stack([x / width * 255, y / height * 255, (x + y) / (width + height) * 255], -1)
+    pixels = np.clip(base + rng.normal(0, 30, base.shape), 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def train_bench_model(work_dir: Path) -> Path:
+    data = make_dataset(work_dir / "data", per_class=4)
+    hyperparameters = {"pretrained": "false", "image_size": "224", "epochs": "1"}
+    if local.train(data, work_dir / "job", hyperparameters) != 0:
+        raise SystemExit("training the benchmark model failed")
+    return work_dir / "job" / "model"
+
+
+def percentiles(seconds: Sequence[float], wall_s: float) -> Timing:
+    milliseconds = np.array(seconds) * 1000
+    return Timing(
+        float(np.percentile(milliseconds, 50)),
+        float(np.percentile(milliseconds, 99)),
+        len(seconds) / wall_s,
+    )
+
+
+def time_calls(call: Callable[[], object], count: int) -> Timing:
+    durations = []
+    started = time.perf_counter()
+    for _ in range(count):
+        begin = time.perf_counter()
+        call()
+        durations.append(time.perf_counter() - begin)
+    return percentiles(durations, time.perf_counter() - started)
+
+
+def in_process_timings(model_dir: Path, jpeg: bytes, threads: int, count: int) -> dict[str, Timing]:
+    """The same artifact and preprocessing, without HTTP: the floor the server adds to."""
+    torch.set_num_threads(threads)
+    config = json.loads((model_dir / "model_config.json").read_text())
+    transform = eval_transform(Preprocessing.from_dict(config["preprocessing"]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        network = torch.jit.load(str(model_dir / config["model_file"]), map_location="cpu")
+    batch = transform(open_rgb(jpeg))[None]
+
+    def forward() -> None:
+        with torch.inference_mode():
+            network(batch)
+
+    def end_to_end() -> None:
+        with torch.inference_mode():
+            network(transform(open_rgb(jpeg))[None])
+
+    for _ in range(5):
+        end_to_end()
+    return {"forward": time_calls(forward, count), "in_process": time_calls(end_to_end, count)}
+
+
+def http_timing(port: int, jpeg: bytes, clients: int, per_client: int) -> Timing:
+    """`clients` threads, each with its own keep-alive connection, POST the image."""
+    durations: list[float] = []
+    lock = threading.Lock()
+    errors: list[str] = []
+
+    def client() -> None:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=60)
+        mine = []
+        for _ in range(per_client):
+            begin = time.perf_counter()
+            connection.request("POST", "/invocations", jpeg, {"Content-Type": "image/jpeg"})
+            response = connection.getresponse()
+            response.read()
+            mine.append(time.perf_counter() - begin)
+            if response.status != 200:
+                errors.append(f"HTTP {response.status}")
+        connection.close()
+        with lock:
+            durations.extend(mine)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    started = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    wall_s = time.perf_counter() - started
+    if errors:
+        raise RuntimeError(f"{len(errors)} failed requests, e.g. {errors[0]}")
+    return percentiles(durations, wall_s)
+
+
+def median_timing(timings: Sequence[Timing]) -> Timing:
+    return Timing(
+        statistics.median(t.p50_ms for t in timings),
+        statistics.median(t.p99_ms for t in timings),
+        statistics.median(t.throughput for t in timings),
+    )
+
+
+def bench_server(
+    model_dir: Path, work_dir: Path, jpeg: bytes, workers: int, runs: int, requests: int
+) -> dict[int, Timing]:
+    port = local.free_port()
+    log_path = work_dir / f"serve-{workers}w.log"
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
+    with log_path.open("wb") as log_file:
+        server = local.start_server(model_dir, work_dir / "serve", port, env, log_file)
+    try:
+        local.wait_until_ready(port, server, log_path)
+        http_timing(port, jpeg, clients=workers, per_client=10)  # warm up every worker
+        results = {}
+        for clients in (1, 4):
+            per_client = max(1, requests // clients)
+            runs_timings = [http_timing(port, jpeg, clients, per_client) for _ in range(runs)]
+            results[clients] = median_timing(runs_timings)
+        return results
+    finally:
+        local.stop_server(server)
+
+
+def row(name: str, clients: str, timing: Timing, forward_p50: float) -> str:
+    return (
+        f"| {name} | {clients} | {timing.p50_ms:.1f} | {timing.p99_ms:.1f} | "
+        f"{timing.throughput:.1f} | {timing.p50_ms / forward_p50:.2f} |"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    add = parser.add_argument
+    add("--model-dir", type=Path, help="a training job's model/ (default: train one)")
+    add("--image", type=Path, help="a JPEG to send (default: a generated 500x375 one)")
+    add("--work-dir", type=Path, default=Path("build/bench-serve"), help="logs, trained model")
+    add("--runs", type=int, default=3, help="runs per measurement (default: 3)")
+    add("--requests", type=int, default=60, help="requests per run (default: 60)")
+    add("--workers", type=int, nargs="+", default=[1], help="worker counts (default: 1)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    args.work_dir.mkdir(parents=True, exist_ok=True)
+    model_dir = args.model_dir or train_bench_model(args.work_dir)
+    jpeg = args.image.read_bytes() if args.image else photo_like_jpeg()
+    cores = len(os.sched_getaffinity(0))
+    input_size = json.loads((model_dir / "model_config.json").read_text())["preprocessing"]
+    print(
+        f"model {model_dir}, input {input_size['image_size']} px; {len(jpeg):,} byte JPEG "
+        f"{Image.open(io.BytesIO(jpeg)).size}; {cores} cores; load average "
+        f"{os.getloadavg()[0]:.1f}; medians of {args.runs} runs\n"
+    )
+    lines = []
+    for workers in args.workers:
+        lines += measure(model_dir, jpeg, workers, max(1, cores // workers), args)
+    print("| measurement | clients | p50 ms | p99 ms | images/s | p50 / raw forward |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    print("\n".join(lines))
+    return 0
+
+
+def measure(
+    model_dir: Path, jpeg: bytes, workers: int, threads: int, args: argparse.Namespace
+) -> list[str]:
+    """Table rows for one server setup; `threads` is what `serve` gives each worker."""
+    runs = [in_process_timings(model_dir, jpeg, threads, args.requests) for _ in range(args.runs)]
+    forward = median_timing([run["forward"] for run in runs])
+    in_process = median_timing([run["in_process"] for run in runs])
+    served = bench_server(model_dir, args.work_dir, jpeg, workers, args.runs, args.requests)
+    setup = f"{workers} worker(s) x {threads} thread(s)"
+    return [
+        row(f"raw model forward, in-process, {threads} thread(s)", "-", forward, forward.p50_ms),
+        row("decode + preprocess + forward, in-process", "-", in_process, forward.p50_ms),
+        *(row(f"POST /invocations, {setup}", str(n), t, forward.p50_ms) for n, t in served.items()),
+    ]
+
+
+if __name__ == "__main__":
+    sys.exit(main())
