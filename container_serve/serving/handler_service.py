@@ -1,4 +1,4 @@
-"""The entry point multi-model-server calls in each worker: `handle(data, context)`.
+"""What multi-model-server runs in each worker (via entry.handle): handle(data, context).
 
 It replaces the toolkit's Transformer.transform for two reasons:
 - the toolkit answers every error with its message plus a traceback, and any exception
