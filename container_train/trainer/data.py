@@ -121,7 +121,9 @@ def image_loader(
         sampler=list(order) if order is not None else None,
         num_workers=num_workers,
         pin_memory=pin_memory,
-        persistent_workers=False,
+        # Its own generator: a DataLoader draws a seed from the global RNG otherwise, which
+        # would shift the dropout masks of the textbook loop away from the cached one's.
+        generator=torch.Generator().manual_seed(0),
     )
 
 
