@@ -312,7 +312,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="images (.jpg, .png, other), .npy arrays or JSON instances",
     )
+    add_tune_parser(commands)
     return parser
+
+
+def add_tune_parser(commands: Any) -> None:
+    # Tuning imports the training code's search space and metric regexes.
+    if str(TRAIN_CODE) not in sys.path:
+        sys.path.insert(0, str(TRAIN_CODE))
+    from trainer.search_space import OBJECTIVES  # noqa: PLC0415
+
+    tune_parser = commands.add_parser(
+        "tune", help="local hyperparameter tuning over the SageMaker tuner's search space"
+    )
+    tune_parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with train/ and valid/ (and optional test/) ImageFolders",
+    )
+    tune_parser.add_argument(
+        "--job-dir",
+        type=Path,
+        required=True,
+        help="where trials/, the shared feature_cache/ and the results go",
+    )
+    tune_parser.add_argument(
+        "--trials", type=int, default=8, help="training jobs to run (default: 8)"
+    )
+    tune_parser.add_argument(
+        "--parallel", type=int, default=1, help="jobs at once (default: 1; each job uses all cores)"
+    )
+    tune_parser.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        default="valid_accuracy",
+        help="what to optimise (default: valid_accuracy)",
+    )
+    tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    tune_parser.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fixed hyperparameter for every trial (repeatable)",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -323,6 +367,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return serve(args.model_dir, args.port)
     if args.command == "invoke":
         return invoke(args.port, args.files)
+    if args.command == "tune":
+        from tuning import tune  # noqa: PLC0415 - imports optuna and the training code
+
+        return tune(
+            args.data,
+            args.job_dir,
+            args.trials,
+            args.parallel,
+            args.objective,
+            parse_hyperparameters(args.hp),
+            args.seed,
+        )
     raise AssertionError(args.command)
 
 
