@@ -98,12 +98,27 @@ def sagemaker_job_info(sagemaker_client: Any, region: str, job: str) -> JobDebug
     )
 
 
+def has_collections(tensors: str) -> bool:
+    """Whether the hook has written its collections file, which smdebug would wait for forever."""
+    if not tensors.startswith("s3://"):
+        return any(path.is_file() for path in (Path(tensors) / "collections").rglob("*"))
+    import boto3  # noqa: PLC0415
+
+    bucket, _, key = tensors.removeprefix("s3://").partition("/")
+    listed = boto3.client("s3").list_objects_v2(
+        Bucket=bucket, Prefix=f"{key.rstrip('/')}/collections/", MaxKeys=1
+    )
+    return bool(listed.get("KeyCount", 0))
+
+
 def read_losses(tensors: str) -> LossCurves:
     """Every tensor of the `losses` collection, per step, in TRAIN and EVAL mode."""
     os.environ.setdefault("SMDEBUG_LOG_LEVEL", "error")  # smdebug logs each file it reads
     from smdebug import modes  # noqa: PLC0415
     from smdebug.trials import create_trial  # noqa: PLC0415
 
+    if not has_collections(tensors):
+        raise CloudError(f"no Debugger output under {tensors} (yet: is the job still starting?)")
     trial = create_trial(tensors)
     curves = LossCurves()
     try:
