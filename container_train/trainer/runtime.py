@@ -31,14 +31,17 @@ class Runtime:
 
 
 def select_runtime(amp: str) -> Runtime:
-    """GPU when there is one; `amp=auto` uses bf16 (or fp16) autocast on GPUs only.
-
-    On a CPU, autocast is opt-in (`amp=bf16`): it is faster only where the CPU has
-    bf16 instructions, and fp32 keeps CPU results exactly reproducible.
-    """
+    """GPU when there is one. `amp=auto` runs the frozen backbone under bf16 autocast where
+    the hardware computes bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX), fp16 on
+    older GPUs, and fp32 elsewhere: on a CPU without bf16 instructions autocast is slower."""
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if amp == "off" or (amp == "auto" and device.type == "cpu"):
+    if amp == "off":
         return Runtime(device, None)
+    if device.type == "cpu":
+        native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        return Runtime(
+            device, torch.bfloat16 if amp == "bf16" or (amp == "auto" and native_bf16) else None
+        )
     if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
         return Runtime(device, torch.float16)
     return Runtime(device, torch.bfloat16)
