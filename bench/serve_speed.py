@@ -89,9 +89,8 @@ def time_calls(call: Callable[[], object], count: int) -> Timing:
     return percentiles(durations, time.perf_counter() - started)
 
 
-def in_process_timings(model_dir: Path, jpeg: bytes, threads: int, count: int) -> dict[str, Timing]:
-    """The same artifact and preprocessing, without HTTP: the floor the server adds to."""
-    torch.set_num_threads(threads)
+def in_process_calls(model_dir: Path, jpeg: bytes) -> dict[str, Callable[[], object]]:
+    """The same artifact and preprocessing without HTTP: the floor the server adds to."""
     config = json.loads((model_dir / "model_config.json").read_text())
     transform = eval_transform(Preprocessing.from_dict(config["preprocessing"]))
     with warnings.catch_warnings():
@@ -107,9 +106,9 @@ def in_process_timings(model_dir: Path, jpeg: bytes, threads: int, count: int) -
         with torch.inference_mode():
             network(transform(open_rgb(jpeg))[None])
 
-    for _ in range(5):
+    for _ in range(5):  # TorchScript optimises during its first calls
         end_to_end()
-    return {"forward": time_calls(forward, count), "in_process": time_calls(end_to_end, count)}
+    return {"forward": forward, "in_process": end_to_end}
 
 
 def http_timing(port: int, jpeg: bytes, clients: int, per_client: int) -> Timing:
@@ -153,25 +152,36 @@ def median_timing(timings: Sequence[Timing]) -> Timing:
     )
 
 
-def bench_server(
-    model_dir: Path, work_dir: Path, jpeg: bytes, workers: int, runs: int, requests: int
-) -> dict[int, Timing]:
+def bench_setup(
+    model_dir: Path,
+    work_dir: Path,
+    jpeg: bytes,
+    workers: int,
+    threads: int,
+    args: argparse.Namespace,
+) -> dict[str, Timing]:
+    """One server setup. Each run measures in-process and over HTTP back to back, so that
+    both see the same load on a shared machine; medians over the runs."""
+    torch.set_num_threads(threads)  # what `serve` gives each worker
+    calls = in_process_calls(model_dir, jpeg)
     port = local.free_port()
-    log_path = work_dir / f"serve-{workers}w.log"
+    log_path = args.work_dir / f"serve-{workers}w.log"
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
     with log_path.open("wb") as log_file:
-        server = local.start_server(model_dir, work_dir / "serve", port, env, log_file)
+        server = local.start_server(model_dir, args.work_dir / "serve", port, env, log_file)
+    runs: dict[str, list[Timing]] = {"forward": [], "in_process": [], "1": [], "4": []}
     try:
         local.wait_until_ready(port, server, log_path)
         http_timing(port, jpeg, clients=workers, per_client=10)  # warm up every worker
-        results = {}
-        for clients in (1, 4):
-            per_client = max(1, requests // clients)
-            runs_timings = [http_timing(port, jpeg, clients, per_client) for _ in range(runs)]
-            results[clients] = median_timing(runs_timings)
-        return results
+        for _ in range(args.runs):
+            for name, call in calls.items():
+                runs[name].append(time_calls(call, args.requests))
+            for clients in (1, 4):
+                timing = http_timing(port, jpeg, clients, max(1, args.requests // clients))
+                runs[str(clients)].append(timing)
     finally:
         local.stop_server(server)
+    return {name: median_timing(timings) for name, timings in runs.items()}
 
 
 def row(name: str, clients: str, timing: Timing, forward_p50: float) -> str:
@@ -188,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--image", type=Path, help="a JPEG to send (default: a generated 500x375 one)")
     add("--work-dir", type=Path, default=Path("build/bench-serve"), help="logs, trained model")
     add("--runs", type=int, default=3, help="runs per measurement (default: 3)")
-    add("--requests", type=int, default=60, help="requests per run (default: 60)")
+    add("--requests", type=int, default=40, help="requests per run (default: 40)")
     add("--workers", type=int, nargs="+", default=[1], help="worker counts (default: 1)")
     return parser
 
@@ -217,16 +227,20 @@ def main(argv: Sequence[str] | None = None) -> int:
 def measure(
     model_dir: Path, jpeg: bytes, workers: int, threads: int, args: argparse.Namespace
 ) -> list[str]:
-    """Table rows for one server setup; `threads` is what `serve` gives each worker."""
-    runs = [in_process_timings(model_dir, jpeg, threads, args.requests) for _ in range(args.runs)]
-    forward = median_timing([run["forward"] for run in runs])
-    in_process = median_timing([run["in_process"] for run in runs])
-    served = bench_server(model_dir, args.work_dir, jpeg, workers, args.runs, args.requests)
+    """Table rows for one server setup."""
+    timings = bench_setup(model_dir, args.work_dir, jpeg, workers, threads, args)
+    forward_p50 = timings["forward"].p50_ms
     setup = f"{workers} worker(s) x {threads} thread(s)"
     return [
-        row(f"raw model forward, in-process, {threads} thread(s)", "-", forward, forward.p50_ms),
-        row("decode + preprocess + forward, in-process", "-", in_process, forward.p50_ms),
-        *(row(f"POST /invocations, {setup}", str(n), t, forward.p50_ms) for n, t in served.items()),
+        row(
+            f"raw model forward, in-process, {threads} thread(s)",
+            "-",
+            timings["forward"],
+            forward_p50,
+        ),
+        row("decode + preprocess + forward, in-process", "-", timings["in_process"], forward_p50),
+        row(f"POST /invocations, {setup}", "1", timings["1"], forward_p50),
+        row(f"POST /invocations, {setup}", "4", timings["4"], forward_p50),
     ]
 
 
