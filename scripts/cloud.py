@@ -79,6 +79,7 @@ def run_tune(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     overrides = cloud_jobs.parse_hyperparameters(args.hp)
     image_and_role = job_settings(args, {})  # fail fast on a missing image or role
+    cloud_jobs.require_docker(args.local)
     target = cloud_aws.resolve_target(args.region, args.bucket, args.prefix)
     if not (args.data_uri or "").startswith("file://"):
         cloud_aws.require_bucket(target)
@@ -114,6 +115,7 @@ def run_deploy(args: argparse.Namespace) -> int:
         )
     image = cloud_aws.image_uri("serve", args.serve_image, args.images_file)
     role = cloud_aws.require_role(args.role)
+    cloud_jobs.require_docker(args.local)
     target = cloud_aws.resolve_target(args.region, args.bucket, args.prefix)
     session = cloud_aws.sagemaker_session(target, args.local)
     model_data = args.model_data or cloud_endpoint.model_data_of(session.sagemaker_client, args.job)

@@ -22,8 +22,9 @@ def image_predictor_class() -> type:
 
     Built on first use because the SDK import takes seconds.
     """
-    sdk = import_sagemaker()
+    import_sagemaker()
     from sagemaker.deserializers import SimpleBaseDeserializer  # noqa: PLC0415
+    from sagemaker.predictor import Predictor  # noqa: PLC0415
     from sagemaker.serializers import IdentitySerializer  # noqa: PLC0415
 
     class PredictionsDeserializer(SimpleBaseDeserializer):  # type: ignore[misc]
@@ -42,7 +43,7 @@ def image_predictor_class() -> type:
             except ValueError:
                 return body
 
-    class ImagePredictor(sdk.predictor.Predictor):  # type: ignore[misc]
+    class ImagePredictor(Predictor):  # type: ignore[misc]
         def __init__(self, endpoint_name: str, sagemaker_session: Any = None, **_: Any) -> None:
             super().__init__(
                 endpoint_name,

@@ -64,11 +64,11 @@ def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
     return hyperparameters
 
 
-def tuning_ranges() -> dict[str, Any]:
+def tuning_ranges() -> dict[Any, Any]:
     """trainer.search_space as SDK parameter ranges."""
     from sagemaker.tuner import CategoricalParameter, ContinuousParameter  # noqa: PLC0415
 
-    ranges: dict[str, Any] = {}
+    ranges: dict[Any, Any] = {}
     for name, space in SEARCH_SPACE.items():
         if isinstance(space, FloatRange):
             scaling = "Logarithmic" if space.log else "Linear"
@@ -144,7 +144,7 @@ def make_estimator(
         max_run=settings.max_run_s,
         output_path=target.s3_uri("output"),
         base_job_name=TRAIN_JOB_BASE,
-        hyperparameters=settings.hyperparameters,
+        hyperparameters=dict[str, Any](settings.hyperparameters),
         metric_definitions=METRIC_DEFINITIONS,
         sagemaker_session=session,
         **spot,
@@ -289,7 +289,7 @@ def load_hyperparameters(
     return {str(key): str(value) for key, value in loaded.items()}
 
 
-def with_losses_interval(rule: dict[str, Any], interval: dict[str, str]) -> dict[str, Any]:
+def with_losses_interval(rule: dict[str, Any], interval: dict[str, Any]) -> dict[str, Any]:
     """A built-in rule config whose `losses` collection uses the hook's save interval.
 
     The loss rules ask for `losses` every 500 steps; the SDK would send that next to the
@@ -312,7 +312,7 @@ def debugger_settings(target: AwsTarget, debugger: DebuggerSettings) -> dict[str
         rule_configs,
     )
 
-    interval = {"save_interval": str(debugger.save_interval)}
+    interval: dict[str, Any] = {"save_interval": str(debugger.save_interval)}
     rules = [
         with_losses_interval(rule, interval)
         for rule in (
@@ -360,7 +360,6 @@ def train(
     local: str | None = None,
 ) -> str:
     """Start (and by default wait for) one training job. Returns its name."""
-    require_docker(local)
     inputs = channel_inputs(target, data_uri)
     # Local mode runs plain `docker run`: no Debugger rules, profiler or checkpoint sync.
     extra = {} if local else debugger_settings(target, debugger)

@@ -143,6 +143,7 @@ def plot_losses(curves: LossCurves, title: str, png: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     figure, axes = plt.subplots(1, 2, figsize=(11, 4))
     panels = (("train", curves.train), ("eval", curves.eval))
@@ -150,6 +151,7 @@ def plot_losses(curves: LossCurves, title: str, png: Path) -> None:
         for name, (steps, values) in curve.items():
             axis.plot(steps, values, marker="." if len(steps) < 50 else None, label=name)
         axis.set(title=f"{mode} loss", xlabel=f"{mode} step", ylabel="cross-entropy loss")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if curve:
             axis.legend()

@@ -264,3 +264,25 @@ def test_upload_to_a_named_bucket_and_prefix(
     assert channels == {"train", "valid", "test"}
     assert all(key.startswith("runs/a/data/") for key in keys)
     assert len(keys) == 20
+
+
+def test_local_mode_without_docker_is_one_line(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # no docker on it
+    data = make_dataset(tmp_path / "data", per_class=1)
+    code, _, err = run_cli(
+        capsys,
+        "train",
+        "--local",
+        "--role",
+        ROLE,
+        "--train-image",
+        "img:1",
+        "--data-uri",
+        f"file://{data}",
+    )
+    assert (code, err) == (
+        1,
+        "error: --local needs Docker with docker compose (SageMaker local mode)\n",
+    )
