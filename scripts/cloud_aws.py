@@ -216,6 +216,4 @@ def sagemaker_session(target: AwsTarget, local: str | None = None) -> sagemaker.
 
 def output_file(path: Path | None, name: str) -> Path:
     """Where to write a local result: the flag's path, else build/cloud/NAME."""
-    path = path or OUTPUT_DIR / name
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return path
+    return path or OUTPUT_DIR / name

@@ -253,6 +253,7 @@ def tune(
     if status != "Completed":
         raise CloudError(f"tuning job {name} ended {status}")
     best = best_hyperparameters(session.sagemaker_client, name)
+    output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(json.dumps(best, indent=2) + "\n")
     objective = best["objective"]
     print(f"best training job {best['training_job']}: {objective['metric']}={objective['value']}")

@@ -157,6 +157,7 @@ def plot_losses(curves: LossCurves, title: str, png: Path) -> None:
             axis.legend()
     figure.suptitle(title)
     figure.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(png, dpi=100)
     plt.close(figure)
 
