@@ -385,7 +385,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CloudError as error:
         print(f"error: {error}", file=sys.stderr)
     except (BotoCoreError, ClientError) as error:  # AWS said no: one line, not a traceback
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {str(error).splitlines()[0]}", file=sys.stderr)
     return 1
 
 

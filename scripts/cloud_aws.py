@@ -217,3 +217,11 @@ def sagemaker_session(target: AwsTarget, local: str | None = None) -> sagemaker.
 def output_file(path: Path | None, name: str) -> Path:
     """Where to write a local result: the flag's path, else build/cloud/NAME."""
     return path or OUTPUT_DIR / name
+
+
+def shown_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)

@@ -21,6 +21,7 @@ from cloud_aws import (
     REPO_ROOT,
     AwsTarget,
     CloudError,
+    shown_path,
     unique_name,
 )
 
@@ -245,7 +246,8 @@ def tune(
     tuner = make_tuner(make_estimator(target, session, settings, name), tuning)
     tuner.fit(inputs=inputs, job_name=name, wait=False)
     print(f"tuning job {name}: {tuning.max_jobs} jobs, {tuning.max_parallel_jobs} in parallel")
-    print(f"channels: {', '.join(f'{key}={value}' for key, value in inputs.items())}")
+    for channel, uri in inputs.items():
+        print(f"  {channel:5} {uri}")
     if not wait:
         print(f"when it has finished: python scripts/cloud.py train --tuning-job {name}")
         return None
@@ -259,7 +261,7 @@ def tune(
     print(f"best training job {best['training_job']}: {objective['metric']}={objective['value']}")
     for key, value in sorted(best["hyperparameters"].items()):
         print(f"  {key}={value}")
-    print(f"saved to {output}")
+    print(f"saved to {shown_path(output)}")
     return best
 
 

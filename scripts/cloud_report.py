@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_aws import CloudError
+from cloud_aws import CloudError, shown_path
 
 LOCAL_HOOK_CONFIG = Path("input") / "config" / "debughookconfig.json"
 LOCAL_TENSORS = Path("output") / "tensors"  # the hook's default LocalPath under the job dir
@@ -177,10 +177,11 @@ def report(job: str, info: JobDebugInfo, png: Path) -> LossCurves:
     """Print the report for one job and write its loss plot."""
     curves = read_losses(info.tensors)
     plot_losses(curves, job, png)
-    print(f"debugger output: {info.tensors}")
+    tensors = info.tensors if info.tensors.startswith("s3://") else shown_path(Path(info.tensors))
+    print(f"debugger output: {tensors}")
     for line in summarise(curves):
         print(line)
-    print(f"loss plot: {png}")
+    print(f"loss plot: {shown_path(png)}")
     if info.rules:
         print("rules:")
         for name, status, details in info.rules:

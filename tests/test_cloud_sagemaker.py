@@ -351,15 +351,17 @@ def test_deploy_invoke_and_cleanup(
     assert client.list_models()["Models"] == []
 
 
+def emulator_recorded(emulator: Emulator) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in emulator.recording.read_text().splitlines()]
+
+
 def emulator_invocations(emulator: Emulator) -> list[str]:
     """Bodies of the recorded InvokeEndpoint requests (a REST call, not X-Amz-Target JSON)."""
-    bodies = []
-    for line in emulator.recording.read_text().splitlines():
-        entry = json.loads(line)
-        if entry["url"].endswith("/invocations"):
-            body = entry["body"]
-            bodies.append(base64.b64decode(body).decode() if entry["body_encoded"] else body)
-    return bodies
+    return [
+        base64.b64decode(entry["body"]).decode() if entry["body_encoded"] else entry["body"]
+        for entry in emulator_recorded(emulator)
+        if entry["url"].endswith("/invocations")
+    ]
 
 
 def test_invoke_with_image_bytes_reaches_the_endpoint(
@@ -371,12 +373,20 @@ def test_invoke_with_image_bytes_reaches_the_endpoint(
     failure is one line.
     """
     image = make_image_folder(tmp_path / "images", 1, classes=("cat",)) / "cat" / "cat.0.jpg"
-    code = cloud.main(["invoke", "--endpoint", "imgcls-test", str(image)])
+    code = cloud.main(["invoke", "--endpoint", "imgcls-bytes", str(image)])
     _, err = capsys.readouterr()
     assert code == 1
     assert err.startswith("error: An error occurred (500) when calling the InvokeEndpoint")
-    assert err.count("\n") <= 7  # moto's one-paragraph HTML error page, no traceback
-    assert "Traceback" not in err
+    assert err.count("\n") == 1  # not moto's HTML error page, nor a traceback
+    sent = [
+        entry
+        for entry in emulator_recorded(emulator)
+        if entry["url"].endswith("/endpoints/imgcls-bytes/invocations")
+    ]
+    assert sent  # botocore retries a 500 twice: the same request each time
+    for request in sent:
+        assert request["headers"]["Content-Type"] == "image/jpeg"
+        assert base64.b64decode(request["body"]) == image.read_bytes()
 
 
 def test_deploy_a_training_jobs_model_and_cleanup_a_missing_endpoint(
