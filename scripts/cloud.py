@@ -171,8 +171,9 @@ def sagemaker_flags() -> argparse.ArgumentParser:
     group.add_argument(
         "--images-file",
         type=Path,
-        default=cloud_aws.IMAGES_FILE,
-        help="image URIs written by build_and_push.sh (default: build/images.json)",
+        default=cloud_aws.default_images_file(),
+        help="image URIs written by build_and_push.sh (default: $IMAGES_FILE, "
+        "else build/images.json in the repository)",
     )
     group.add_argument(
         "--local",

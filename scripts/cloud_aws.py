@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 IMAGES_FILE = REPO_ROOT / "build" / "images.json"  # written by build_and_push.sh
+IMAGES_FILE_ENV = "IMAGES_FILE"  # build_and_push.sh's override of that path
 OUTPUT_DIR = REPO_ROOT / "build" / "cloud"  # what the CLI writes locally (JSON, plots)
 DEFAULT_PREFIX = "image-classifier"
 ROLE_ENV = "SAGEMAKER_ROLE"
@@ -134,6 +135,10 @@ def require_role(role: str | None) -> str:
             "(a role SageMaker can assume, with S3 and ECR read access)"
         )
     return role
+
+
+def default_images_file() -> Path:
+    return Path(os.environ.get(IMAGES_FILE_ENV) or IMAGES_FILE)
 
 
 def image_uri(kind: str, override: str | None, images_file: Path) -> str:
