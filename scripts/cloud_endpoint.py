@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
-from cloud_aws import AwsTarget, CloudError, import_sagemaker, unique_name
+from cloud_aws import (
+    LOCAL_INSTANCE_TYPES,
+    AwsTarget,
+    CloudError,
+    import_sagemaker,
+    unique_name,
+)
 
 IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
 JSON = "application/json"
@@ -97,13 +103,17 @@ def deploy(
         predictor_cls=image_predictor_class(),
     )
     print(f"deploying {model_data}\n  to endpoint {endpoint_name} on {instance_type}")
+    local = instance_type in LOCAL_INSTANCE_TYPES  # local mode starts the container in-line
     predictor = model.deploy(
         initial_instance_count=1,
         instance_type=instance_type,
         endpoint_name=endpoint_name,
-        wait=False,
+        wait=local,
     )
-    status = wait_in_service(session.sagemaker_client, endpoint_name) if wait else "Creating"
+    if local:
+        status = "InService (local mode)"
+    else:
+        status = wait_in_service(session.sagemaker_client, endpoint_name) if wait else "Creating"
     print(f"endpoint {endpoint_name}: {status}")
     print(f"invoke:   python scripts/cloud.py invoke --endpoint {endpoint_name} IMAGES...")
     print(f"clean up: python scripts/cloud.py cleanup --endpoint {endpoint_name}")

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from cloud_aws import (
-    LOCAL_INSTANCE_TYPES,
     REPO_ROOT,
     AwsTarget,
     CloudError,
@@ -383,7 +382,3 @@ def train(
     print(f"next: python scripts/cloud.py report --job {name}")
     print(f"      python scripts/cloud.py deploy --job {name}")
     return name
-
-
-def is_local_instance(instance_type: str) -> bool:
-    return instance_type in LOCAL_INSTANCE_TYPES
