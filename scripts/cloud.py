@@ -84,8 +84,8 @@ def run_train(args: argparse.Namespace) -> int:
     if not (args.data_uri or "").startswith("file://"):
         cloud_aws.require_bucket(target)
     session = cloud_aws.sagemaker_session(target, args.local)
-    loaded = cloud_jobs.load_hyperparameters(
-        session.sagemaker_client, args.tuning_job, args.hyperparameters
+    loaded = cloud_jobs.load_hyperparameters(  # tuning jobs live on SageMaker, even for --local
+        target.session.client("sagemaker"), args.tuning_job, args.hyperparameters
     )
     settings = cloud_jobs.replace_hyperparameters(image_and_role, {**loaded, **overrides})
     debugger = cloud_jobs.DebuggerSettings(save_interval=args.save_interval)
