@@ -141,6 +141,13 @@ def test_npy_header_declaring_a_huge_array_is_rejected_before_allocating() -> No
         codecs.decode(huge + b"\0" * 3, "application/x-npy", 10**12)
 
 
+def test_reasons_do_not_show_object_addresses() -> None:
+    with pytest.raises(BadRequestError) as raised:
+        codecs.decode(b"plain text", "image/jpeg", MAX_PIXELS)
+    assert "0x" not in raised.value.message
+    assert "cannot identify image file the bytes" in raised.value.message
+
+
 def test_bomb_reason_names_the_pixel_limit() -> None:
     with pytest.raises(BadRequestError, match="over the limit"):
         codecs.decode(png_claiming(2_000, 1_000), "image/png", MAX_PIXELS)

@@ -118,11 +118,15 @@ def decode(body: bytes | None, content_type: str | None, max_pixels: int) -> lis
     return decoder(body, max_pixels)
 
 
+# Pillow names the in-memory file in its messages ("<_io.BytesIO object at 0x7f...>").
+_STREAM_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
+
+
 def _open_image(image_bytes: bytes, max_pixels: int, where: str) -> Image.Image:
     try:
         return open_rgb(image_bytes, max_pixels)
     except UnreadableImageError as error:
-        raise BadRequestError(f"{where}: {error}") from None
+        raise BadRequestError(f"{where}: {_STREAM_REPR.sub('the bytes', str(error))}") from None
 
 
 def _check_count(count: int) -> None:

@@ -75,22 +75,7 @@ def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> 
     with runtime_dir() as runtime:
         server = start_model_server(settings, runtime)
         try:
-            with timed("start the model server (JVM frontend answers /ping)"):
-                wait_until(
-                    lambda: ping_status(settings.port) is not None,
-                    settings,
-                    runtime,
-                    server,
-                    stop_requested,
-                )
-            with timed(f"load and warm up the model in {settings.workers} worker(s)"):
-                wait_until(
-                    lambda: state.ready_workers(runtime) >= settings.workers,
-                    settings,
-                    runtime,
-                    server,
-                    stop_requested,
-                )
+            wait_for_startup(settings, runtime, server, stop_requested)
             if stop_requested.is_set():
                 return 0
             logger.info(
@@ -104,6 +89,28 @@ def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> 
             return 0
         finally:
             stop_process_group(server)
+
+
+def wait_for_startup(
+    settings: contract.ServeSettings,
+    runtime: Path,
+    server: subprocess.Popen[bytes],
+    stop_requested: threading.Event,
+) -> None:
+    """Wait for the frontend, then for every worker to load and warm up the model."""
+    phases = [
+        (
+            "start the model server (JVM frontend answers /ping)",
+            lambda: ping_status(settings.port) is not None,
+        ),
+        (
+            f"load and warm up the model in {settings.workers} worker(s)",
+            lambda: state.ready_workers(runtime) >= settings.workers,
+        ),
+    ]
+    for phase, condition in phases:
+        with timed(phase):
+            wait_until(condition, settings, runtime, server, stop_requested)
 
 
 @contextmanager
