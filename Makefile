@@ -21,6 +21,7 @@ $(VENV)/.installed: $(REQUIREMENTS)
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 	$(BIN)/hadolint docker/*.Dockerfile
 	$(BIN)/shellcheck *.sh .ci/run
 
@@ -29,6 +30,10 @@ test: lint
 
 demo: venv
 	$(BIN)/python scripts/demo.py --work-dir $(DEMO_DIR) $(if $(DATA),--data $(DATA))
+
+bench: venv
+	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/serve_speed.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache

@@ -18,6 +18,7 @@ from typing import Any
 
 import local
 import optuna
+from optuna.study import StudyDirection
 
 from trainer.metrics import parse_metrics
 from trainer.search_space import OBJECTIVES, SEARCH_SPACE, Choice, FloatRange
@@ -73,7 +74,8 @@ class Study:
         self.cache_dir = job_dir / "feature_cache"
         self.results: list[TrialResult] = []
         self.lock = threading.Lock()
-        direction = "maximize" if self.objective.direction == "Maximize" else "minimize"
+        maximize = self.objective.direction == "Maximize"
+        direction = StudyDirection.MAXIMIZE if maximize else StudyDirection.MINIMIZE
         sampler = optuna.samplers.TPESampler(seed=seed)
         self.study = optuna.create_study(direction=direction, sampler=sampler)
 

@@ -4,7 +4,7 @@ from trainer.metrics import METRIC_DEFINITIONS, format_metrics, parse_metrics
 
 
 def test_epoch_line_is_stable() -> None:
-    line = format_metrics({"epoch": 3}, train_loss=0.21, valid_loss=0.18, valid_accuracy=0.94)
+    line = format_metrics({"train_loss": 0.21, "valid_loss": 0.18, "valid_accuracy": 0.94}, epoch=3)
     assert line == "epoch=3 train_loss=0.2100 valid_loss=0.1800 valid_accuracy=0.9400"
 
 
@@ -12,9 +12,15 @@ def test_each_regex_reads_its_own_value_and_no_other() -> None:
     log = "\n".join(
         [
             format_metrics(
-                {"epoch": 1}, train_loss=0.5, train_accuracy=0.6, valid_loss=0.7, valid_accuracy=0.8
+                {
+                    "train_loss": 0.5,
+                    "train_accuracy": 0.6,
+                    "valid_loss": 0.7,
+                    "valid_accuracy": 0.8,
+                },
+                epoch=1,
             ),
-            format_metrics(test_loss=0.25, test_accuracy=0.75),
+            format_metrics({"test_loss": 0.25, "test_accuracy": 0.75}),
         ]
     )
     assert parse_metrics(log) == {

@@ -62,7 +62,7 @@ def run(paths: TrainingPaths) -> None:
     torch.manual_seed(hp.seed)
     classes = channels["train"].classes
     model = build_model(len(classes), hp.hidden_units, hp.dropout, hp.pretrained)
-    model.to(runtime.device, memory_format=torch.channels_last)
+    model.to(runtime.device).to(memory_format=torch.channels_last)
     preprocessing = Preprocessing.for_image_size(hp.image_size)
     sources = feature_sources(channels, model, preprocessing, runtime, hp, paths)
 
@@ -165,9 +165,7 @@ class Training:
             if epoch == start:
                 self.check_unreadable("train", "valid")
             row = {"epoch": epoch, **_named("train", train), **_named("valid", valid)}
-            print(
-                format_metrics({"epoch": epoch}, **{k: v for k, v in row.items() if k != "epoch"})
-            )
+            print(format_metrics({k: v for k, v in row.items() if k != "epoch"}, epoch=epoch))
             self.history.append({**row, "seconds": round(time.monotonic() - started, 3)})
             stop = self.track_best(epoch, valid)
             self.save(epoch)
@@ -254,7 +252,7 @@ class Training:
             return None
         result = self.evaluate("test")
         self.check_unreadable("test")
-        print(format_metrics(**_named("test", result)))
+        print(format_metrics(_named("test", result)))
         return result
 
     def final_metrics(self, test: Result | None) -> dict[str, float]:

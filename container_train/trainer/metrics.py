@@ -8,11 +8,14 @@ contract: change the format and the regexes together, and tests prove they match
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
+from typing import Any
 
 # A float as Python's format(value, ".4f") or repr prints it, including nan and inf.
 _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|nan|inf)"
 
-METRIC_DEFINITIONS: list[dict[str, str]] = [
+# Typed loosely: the SageMaker SDK wants dict[str, str | PipelineVariable].
+METRIC_DEFINITIONS: list[dict[str, Any]] = [
     {"Name": "train:loss", "Regex": rf"\btrain_loss={_NUMBER}"},
     {"Name": "train:accuracy", "Regex": rf"\btrain_accuracy={_NUMBER}"},
     {"Name": "valid:loss", "Regex": rf"\bvalid_loss={_NUMBER}"},
@@ -22,9 +25,9 @@ METRIC_DEFINITIONS: list[dict[str, str]] = [
 ]
 
 
-def format_metrics(prefix: dict[str, int] | None = None, **values: float) -> str:
+def format_metrics(values: Mapping[str, float], epoch: int | None = None) -> str:
     """One stable `key=value` line, e.g. `epoch=3 train_loss=0.2100 valid_accuracy=0.9400`."""
-    fields = [f"{key}={value}" for key, value in (prefix or {}).items()]
+    fields = [] if epoch is None else [f"epoch={epoch}"]
     fields += [f"{key}={value:.4f}" for key, value in values.items()]
     return " ".join(fields)
 
