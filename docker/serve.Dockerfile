@@ -73,10 +73,9 @@ ARG VARIANT
 LABEL org.opencontainers.image.title="image-classifier-serve" \
       org.opencontainers.image.description="SageMaker serving image: image classifier on multi-model-server (${VARIANT})" \
       com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
-# multi-model-server is a Java server: a headless JRE is all it needs.
-# `serve` writes its MMS config to a private temp dir, but sagemaker-inference's own
-# start_model_server writes /etc/sagemaker-mms.properties: that file is created here and
-# handed to the unprivileged user, which cannot create files in /etc.
+# multi-model-server is a Java server: a headless JRE is all it needs. `serve` writes its
+# MMS config, pid file and sockets to a private folder under TMPDIR (not /etc), so the
+# unprivileged user needs no write access outside /tmp.
 # (The JRE's postinst links man pages: the minimal base image may lack the folder.)
 # hadolint ignore=DL3008
 RUN mkdir -p /usr/share/man/man1 \
@@ -84,9 +83,7 @@ RUN mkdir -p /usr/share/man/man1 \
  && apt-get install -y --no-install-recommends ca-certificates openjdk-17-jre-headless \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/model-server \
-      --shell /usr/sbin/nologin model-server \
- && touch /etc/sagemaker-mms.properties \
- && chown model-server:model-server /etc/sagemaker-mms.properties
+      --shell /usr/sbin/nologin model-server
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
 # The handler, and the training package's preprocessing so both sides prepare images alike.

@@ -392,8 +392,6 @@ def test_serving_image_contract() -> None:
     assert re.fullmatch(r"\w[\w-]*(:\w[\w-]*)?", users[-1]), users
     runs = " ".join(i.arguments for i in final if i.keyword == "RUN")
     assert "jre-headless" in runs
-    # The toolkit rewrites this file at start; the unprivileged user must own it.
-    assert "chown" in runs and "/etc/sagemaker-mms.properties" in runs
 
 
 @pytest.mark.parametrize("name", IMAGES)
