@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.contract, pytest.mark.photos]
 
 def test_two_epochs_on_cats_and_dogs(photos_dir: Path, tmp_path: Path) -> None:
     completed = run_training(
-        photos_dir, tmp_path / "job", epochs="2", image_size="128", batch_size="64", num_workers="2"
+        photos_dir, tmp_path / "job", epochs="2", image_size="96", batch_size="64", num_workers="2"
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     metrics = parse_metrics(completed.stdout)

@@ -31,9 +31,10 @@ def export_model(model: nn.Module, model_dir: Path, image_size: int) -> float:
     probe = torch.randn(3, 3, image_size, image_size, generator=torch.Generator().manual_seed(1))
     # TorchScript over torch.export: it loads in ~0.06 s instead of ~0.55 s and through a
     # restricted unpickler. PyTorch marks torch.jit deprecated; the warning is expected here.
+    # check_trace=False: the reload check below compares outputs at another batch size anyway.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore", FutureWarning)
-        torch.jit.save(torch.jit.trace(model, example), str(path))
+        torch.jit.save(torch.jit.trace(model, example, check_trace=False), str(path))
         expected = model(probe)
         reloaded = torch.jit.load(str(path), map_location="cpu")(probe)
     return float((expected - reloaded).abs().max())
