@@ -65,6 +65,7 @@ def plot_history(history: list[dict[str, float]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
+    from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
 
     epochs = [row["epoch"] for row in history]
     figure, (loss_axis, accuracy_axis) = plt.subplots(1, 2, figsize=(10, 4))
@@ -76,6 +77,7 @@ def plot_history(history: list[dict[str, float]], path: Path) -> None:
     loss_axis.set(title="cross-entropy loss", xlabel="epoch")
     accuracy_axis.set(title="accuracy", xlabel="epoch", ylim=(0, 1.05))
     for axis in (loss_axis, accuracy_axis):
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
