@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import local
 from cloud_aws import (
     REPO_ROOT,
     AwsTarget,
@@ -54,14 +55,10 @@ def replace_hyperparameters(settings: JobSettings, hyperparameters: dict[str, st
 
 
 def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
-    """`--hp key=value` pairs; SageMaker passes every value as a string."""
-    hyperparameters = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise CloudError(f"--hp takes key=value, got {pair!r}")
-        hyperparameters[key] = value
-    return hyperparameters
+    try:
+        return local.parse_hyperparameters(pairs)
+    except ValueError as error:
+        raise CloudError(str(error)) from None
 
 
 def tuning_ranges() -> dict[Any, Any]:

@@ -38,11 +38,12 @@ def venv_command(name: str) -> str:
 
 
 def parse_hyperparameters(pairs: Sequence[str]) -> dict[str, str]:
+    """`--hp key=value` pairs (local.py and cloud.py); SageMaker passes values as strings."""
     hyperparameters = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise SystemExit(f"--hp takes key=value, got {pair!r}")
+            raise ValueError(f"--hp takes key=value, got {pair!r}")
         hyperparameters[key] = value
     return hyperparameters
 
@@ -360,9 +361,14 @@ def add_tune_parser(commands: Any) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        hyperparameters = parse_hyperparameters(getattr(args, "hp", []))
+    except ValueError as error:
+        parser.error(str(error))
     if args.command == "train":
-        return train(args.data, args.job_dir, parse_hyperparameters(args.hp))
+        return train(args.data, args.job_dir, hyperparameters)
     if args.command == "serve":
         return serve(args.model_dir, args.port)
     if args.command == "invoke":
@@ -376,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.trials,
             args.parallel,
             args.objective,
-            parse_hyperparameters(args.hp),
+            hyperparameters,
             args.seed,
         )
     raise AssertionError(args.command)
