@@ -138,7 +138,7 @@ def train_one_epoch(
         loss = criterion(logits, labels)
         if not torch.isfinite(loss):
             raise ClientError(
-                f"training loss became {float(loss)} at epoch {epoch}, step {step}; "
+                f"training loss became {loss.item()} at epoch {epoch}, step {step}; "
                 f"lower lr or check the data"
             )
         optimizer.zero_grad(set_to_none=True)
