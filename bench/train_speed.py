@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,9 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 
-import local  # noqa: E402
+sys.path.insert(0, str(REPO_ROOT / "container_train"))
+
+from tuning import run_trial  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "catsdogs"
 
@@ -34,20 +35,12 @@ DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "catsdogs"
 def timed_job(
     data: Path, job_dir: Path, hyperparameters: dict[str, str], cache: Path | None
 ) -> float:
-    local.layout_job_dir(job_dir, data, hyperparameters)
-    if cache is not None:
-        (job_dir / "input" / "data" / "feature_cache").symlink_to(cache, target_is_directory=True)
+    """Wall time of one `train` process, run as local tuning runs its trials."""
     started = time.perf_counter()
-    completed = subprocess.run(
-        [local.venv_command("train")],
-        env=local.training_environment(job_dir),
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    exit_code, log = run_trial(data, job_dir, cache, hyperparameters)
     seconds = time.perf_counter() - started
-    if completed.returncode != 0:
-        sys.exit(f"job in {job_dir} failed:\n{completed.stderr[-3000:]}")
+    if exit_code != 0:
+        sys.exit(f"job in {job_dir} failed:\n{log[-3000:]}")
     return seconds
 
 

@@ -261,29 +261,27 @@ def invoke(port: int, files: Sequence[Path]) -> int:
     return 1 if failures else 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-
-    train_parser = commands.add_parser("train", help="run the training job locally")
-    train_parser.add_argument(
+def add_job_arguments(parser: argparse.ArgumentParser, job_dir_help: str, hp_help: str) -> None:
+    """--data, --job-dir and --hp, shared by the train and tune subcommands."""
+    parser.add_argument(
         "--data",
         type=Path,
         required=True,
         help="folder with train/ and valid/ (and optional test/) ImageFolders",
     )
-    train_parser.add_argument(
-        "--job-dir",
-        type=Path,
-        required=True,
-        help="folder laid out like /opt/ml; model/ holds the artifacts",
-    )
-    train_parser.add_argument(
-        "--hp",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a hyperparameter, as SageMaker would pass it (repeatable)",
+    parser.add_argument("--job-dir", type=Path, required=True, help=job_dir_help)
+    parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help=hp_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train_parser = commands.add_parser("train", help="run the training job locally")
+    add_job_arguments(
+        train_parser,
+        job_dir_help="folder laid out like /opt/ml; model/ holds the artifacts",
+        hp_help="a hyperparameter, as SageMaker would pass it (repeatable)",
     )
     serve_parser = commands.add_parser("serve", help="run the serving job locally")
     serve_parser.add_argument(
@@ -326,17 +324,10 @@ def add_tune_parser(commands: Any) -> None:
     tune_parser = commands.add_parser(
         "tune", help="local hyperparameter tuning over the SageMaker tuner's search space"
     )
-    tune_parser.add_argument(
-        "--data",
-        type=Path,
-        required=True,
-        help="folder with train/ and valid/ (and optional test/) ImageFolders",
-    )
-    tune_parser.add_argument(
-        "--job-dir",
-        type=Path,
-        required=True,
-        help="where trials/, the shared feature_cache/ and the results go",
+    add_job_arguments(
+        tune_parser,
+        job_dir_help="where trials/, the shared feature_cache/ and the results go",
+        hp_help="a fixed hyperparameter for every trial (repeatable)",
     )
     tune_parser.add_argument(
         "--trials", type=int, default=8, help="training jobs to run (default: 8)"
@@ -351,13 +342,6 @@ def add_tune_parser(commands: Any) -> None:
         help="what to optimise (default: valid_accuracy)",
     )
     tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
-    tune_parser.add_argument(
-        "--hp",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a fixed hyperparameter for every trial (repeatable)",
-    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -44,12 +44,13 @@ def suggest(trial: optuna.Trial) -> dict[str, Any]:
 
 
 def run_trial(
-    data: Path, trial_dir: Path, cache_dir: Path, hyperparameters: dict[str, Any]
+    data: Path, trial_dir: Path, cache_dir: Path | None, hyperparameters: dict[str, Any]
 ) -> tuple[int, str]:
-    """One real `train` job; its log goes to trial_dir/train.log. Returns (exit code, log)."""
+    """One real `train` job, reading and filling `cache_dir` as its feature_cache channel
+    when given; its log goes to trial_dir/train.log. Returns (exit code, log)."""
     local.layout_job_dir(trial_dir, data, {k: str(v) for k, v in hyperparameters.items()})
     cache_link = trial_dir / "input" / "data" / "feature_cache"
-    if not cache_link.is_symlink():
+    if cache_dir is not None and not cache_link.is_symlink():
         cache_link.symlink_to(cache_dir.resolve(), target_is_directory=True)
     log_path = trial_dir / "train.log"
     with log_path.open("w") as log:
