@@ -1,15 +1,19 @@
 """Training speed: the textbook loop against this project's path, measured in the same run.
 
     python bench/train_speed.py [--data DIR] [--repeats 3] [--image-size 224] [--epochs 5]
+                                [--jobs textbook,cache_off,project,tuning]
 
-Every job is the real `train` command on the real photos (random weights: speed
-only, not accuracy). Per repeat:
-  - textbook: feature_cache=off, amp=off: decode and run the backbone on every image
-    in every epoch;
-  - project:  the defaults: backbone features computed once, the head trained on them;
-  - tuning:   three trials with different lr sharing one feature cache, as
-    `local.py tune` runs them: the cost of the 2nd and 3rd relative to the 1st.
-Prints medians over the repeats and the ratios.
+Every job runs as its own process on the real photos, timed from start to exit as a
+user waits for it (random weights: speed only, not accuracy). Per repeat:
+  - textbook:  bench/textbook_loop.py, the tutorial loop: the backbone runs on every
+               image in every epoch;
+  - cache_off: the real `train` command with feature_cache=off and amp=off: this
+               project's backbone and pipeline, but recomputed every epoch like the
+               textbook (the cache's share of the speed-up);
+  - project:   the real `train` command with its defaults: features computed once;
+  - tuning:    three `train` trials with different lr sharing one feature cache, as
+               `local.py tune` runs them: the cost of the 2nd and 3rd against the 1st.
+Prints each repeat, then the medians and the ratios.
 """
 
 from __future__ import annotations
@@ -17,31 +21,87 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
-
 sys.path.insert(0, str(REPO_ROOT / "container_train"))
 
 from tuning import run_trial  # noqa: E402
 
 DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "catsdogs"
+JOBS = ("textbook", "cache_off", "project", "tuning")
 
 
-def timed_job(
-    data: Path, job_dir: Path, hyperparameters: dict[str, str], cache: Path | None
-) -> float:
-    """Wall time of one `train` process, run as local tuning runs its trials."""
+def timed(job: Callable[[], tuple[int, str]], name: str) -> float:
     started = time.perf_counter()
-    exit_code, log = run_trial(data, job_dir, cache, hyperparameters)
+    exit_code, log = job()
     seconds = time.perf_counter() - started
     if exit_code != 0:
-        sys.exit(f"job in {job_dir} failed:\n{log[-3000:]}")
+        sys.exit(f"{name} failed:\n{log[-3000:]}")
     return seconds
+
+
+def textbook_job(data: Path, out: Path, epochs: int, image_size: int) -> tuple[int, str]:
+    command = [sys.executable, str(REPO_ROOT / "bench" / "textbook_loop.py")]
+    arguments = ["--data", str(data), "--out", str(out), "--epochs", str(epochs)]
+    arguments += ["--image-size", str(image_size)]
+    completed = subprocess.run([*command, *arguments], capture_output=True, text=True, check=False)
+    return completed.returncode, completed.stdout + completed.stderr
+
+
+def repeat_once(
+    data: Path, run: Path, jobs: set[str], epochs: int, image_size: int
+) -> dict[str, float]:
+    base = {"pretrained": "false", "epochs": str(epochs), "image_size": str(image_size)}
+    seconds: dict[str, float] = {}
+    if "textbook" in jobs:
+        seconds["textbook"] = timed(
+            lambda: textbook_job(data, run / "textbook", epochs, image_size), "textbook loop"
+        )
+    if "cache_off" in jobs:
+        off = {**base, "feature_cache": "off", "amp": "off"}
+        seconds["cache_off"] = timed(
+            lambda: run_trial(data, run / "cache_off", None, off), "cache_off"
+        )
+    if "project" in jobs:
+        seconds["project"] = timed(lambda: run_trial(data, run / "project", None, base), "project")
+    if "tuning" in jobs:
+        cache = run / "shared_cache"
+        cache.mkdir(parents=True)
+        for trial, lr in enumerate(("0.001", "0.0003", "0.003"), start=1):
+            job = partial(run_trial, data, run / f"trial{trial}", cache, {**base, "lr": lr})
+            seconds[f"trial{trial}"] = timed(job, f"trial{trial}")
+    return seconds
+
+
+def print_table(median: dict[str, float]) -> None:
+    def ratio(name: str, baseline: str) -> str:
+        if baseline not in median or name == baseline:
+            return ""
+        return f"{median[baseline] / median[name]:.2f}x"
+
+    print("| job | seconds | vs textbook | vs cache off |")
+    print("| --- | ---: | ---: | ---: |")
+    labels = {
+        "textbook": "textbook loop (bench/textbook_loop.py)",
+        "cache_off": "this project, feature_cache=off",
+        "project": "this project (defaults: feature cache)",
+    }
+    for name, label in labels.items():
+        if name in median:
+            row = [label, f"{median[name]:.1f}", ratio(name, "textbook"), ratio(name, "cache_off")]
+            print("| " + " | ".join(row) + " |")
+    for trial in ("trial1", "trial2", "trial3"):
+        if trial in median:
+            share = f"{median[trial] / median['trial1']:.0%} of trial 1"
+            print(f"| tuning {trial} (shared cache) | {median[trial]:.1f} | {share} | |")
 
 
 def main() -> int:
@@ -55,50 +115,29 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (default: 3)")
     parser.add_argument("--image-size", type=int, default=224, help="(default: 224)")
     parser.add_argument("--epochs", type=int, default=5, help="(default: 5)")
+    parser.add_argument(
+        "--jobs", default=",".join(JOBS), help=f"which to time (default: {','.join(JOBS)})"
+    )
     args = parser.parse_args()
+    jobs = set(args.jobs.split(","))
+    if not jobs <= set(JOBS):
+        parser.error(f"--jobs takes a comma-separated subset of {', '.join(JOBS)}")
     if not (args.data / "train").is_dir():
         print(f"skipped: no data set at {args.data} (set CATSDOGS_DIR or --data)")
         return 0
 
-    base = {"pretrained": "false", "epochs": str(args.epochs), "image_size": str(args.image_size)}
-    textbook = {**base, "feature_cache": "off", "amp": "off"}
-    times: dict[str, list[float]] = {
-        "textbook": [],
-        "project": [],
-        "trial1": [],
-        "trial2": [],
-        "trial3": [],
-    }
+    times: dict[str, list[float]] = {}
     with tempfile.TemporaryDirectory() as scratch:
-        root = Path(scratch)
         for repeat in range(args.repeats):
-            run = root / f"repeat{repeat}"
-            times["textbook"].append(timed_job(args.data, run / "textbook", textbook, None))
-            times["project"].append(timed_job(args.data, run / "project", base, None))
-            cache = run / "shared_cache"
-            cache.mkdir(parents=True)
-            for trial, lr in enumerate(("0.001", "0.0003", "0.003"), start=1):
-                job = run / f"trial{trial}"
-                times[f"trial{trial}"].append(timed_job(args.data, job, {**base, "lr": lr}, cache))
-            print(
-                f"repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f}s" for k, v in times.items()),
-                flush=True,
-            )
+            run = Path(scratch) / f"repeat{repeat}"
+            seconds = repeat_once(args.data, run, jobs, args.epochs, args.image_size)
+            for name, value in seconds.items():
+                times.setdefault(name, []).append(value)
+            listing = ", ".join(f"{name} {value:.1f}s" for name, value in seconds.items())
+            print(f"repeat {repeat + 1}: {listing}", flush=True)
 
-    median = {name: statistics.median(values) for name, values in times.items()}
     print(f"\n{args.epochs} epochs, image_size {args.image_size}, {args.repeats} repeats (medians)")
-    print("| job | seconds | ratio |")
-    print("| --- | ---: | ---: |")
-    print(f"| textbook loop (backbone every epoch) | {median['textbook']:.1f} | 1.00 |")
-    print(
-        f"| this project (feature cache) | {median['project']:.1f} | "
-        f"{median['textbook'] / median['project']:.2f}x faster |"
-    )
-    for trial in ("trial1", "trial2", "trial3"):
-        print(
-            f"| tuning {trial} (shared cache) | {median[trial]:.1f} | "
-            f"{median[trial] / median['trial1']:.0%} of trial 1 |"
-        )
+    print_table({name: statistics.median(values) for name, values in times.items()})
     return 0
 
 

@@ -58,6 +58,7 @@ def test_tune_runs_trials_and_reports_the_best(tmp_path: Path, repo_root: Path) 
         ]
     assert best["objective"]["value"] == min(losses.values())
     assert len(losses) == 2
-    # Both trials read one cache: one entry per channel, written by the first.
-    assert len(list((out / "feature_cache").glob("*.pt"))) == 3
+    # Both trials read one cache: the backbone and one entry per channel, written by the first.
+    entries = sorted(path.name.split("-")[0] for path in (out / "feature_cache").glob("*.pt"))
+    assert entries == ["backbone", "test", "train", "valid"]
     assert (out / "trials.png").read_bytes().startswith(b"\x89PNG")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -46,19 +47,35 @@ def test_cached_features_train_the_same_head_as_the_textbook_loop(
         assert with_cache["valid_accuracy"] == without["valid_accuracy"]
 
 
-def test_trials_share_a_feature_cache_channel(data: Path, tmp_path: Path) -> None:
+def _logits(job_dir: Path, images: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.jit.load(str(job_dir / "model" / "model.pt"))(images)
+
+
+def test_trials_share_a_feature_cache_channel(
+    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     shared = tmp_path / "shared_cache"
     shared.mkdir()
-    for trial, lr in enumerate(("0.001", "0.01")):
+    for trial, lr in enumerate(("0.001", "0.01", "0.001")):
         local.layout_job_dir(tmp_path / f"trial{trial}", data, {**TINY, "lr": lr})
         (tmp_path / f"trial{trial}" / "input" / "data" / "feature_cache").symlink_to(shared)
     job.run(TrainingPaths(tmp_path / "trial0"))
     entries = sorted(path.name for path in shared.glob("*.pt"))
-    assert [name.split("-")[0] for name in entries] == ["test", "train", "valid"]
+    assert [name.split("-")[0] for name in entries] == ["backbone", "test", "train", "valid"]
     stamps = {path: path.stat().st_mtime_ns for path in shared.glob("*.pt")}
-    job.run(TrainingPaths(tmp_path / "trial1"))
+    for trial in ("trial1", "trial2"):
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="trainer"):
+            job.run(TrainingPaths(tmp_path / trial))
+        assert "reusing the backbone" in caplog.text
+        assert "computed" not in caplog.text
     assert {path: path.stat().st_mtime_ns for path in shared.glob("*.pt")} == stamps
     assert not (tmp_path / "trial1" / "output" / "data" / "feature_cache").exists()
+    # Trial 2 repeats trial 0 from the cache alone (backbone included): the same model.
+    images = torch.randn(4, 3, int(TINY["image_size"]), int(TINY["image_size"]))
+    assert torch.equal(_logits(tmp_path / "trial0", images), _logits(tmp_path / "trial2", images))
+    assert _without_timing(tmp_path / "trial2") == _without_timing(tmp_path / "trial0")
 
 
 def _checkpoint_epoch(job_dir: Path) -> int:

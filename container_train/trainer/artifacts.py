@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import platform
 import warnings
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
 import torch
-import torchvision
 from torch import nn
 
 MODEL_FILE = "model.pt"
@@ -44,7 +44,7 @@ def library_versions() -> dict[str, str]:
     return {
         "python": platform.python_version(),
         "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torchvision": version("torchvision"),
     }
 
 

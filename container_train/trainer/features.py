@@ -9,16 +9,19 @@ features depend on, so trials over the same data and preprocessing share it.
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+import warnings
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from trainer.data import UNREADABLE, Channel
 from trainer.engine import Batch, ImageFeatures
@@ -47,6 +50,10 @@ class CachedFeatures:
             yield self.features[chunk], self.labels[chunk]
 
 
+def _digest(payload: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
+
+
 def cache_key(channel: Channel, identity: dict[str, Any]) -> str:
     """A digest of the channel's files (relative path and size) and what computes the features.
 
@@ -56,8 +63,7 @@ def cache_key(channel: Channel, identity: dict[str, Any]) -> str:
         (str(path.relative_to(channel.root)), path.stat().st_size, label)
         for path, label in channel.samples
     ]
-    payload = json.dumps({"files": listing, "classes": channel.classes, **identity}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+    return _digest({"files": listing, "classes": channel.classes, **identity})
 
 
 @contextlib.contextmanager
@@ -69,6 +75,12 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _atomic_save(write: Callable[[Path], None], path: Path) -> None:
+    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    write(partial)
+    partial.replace(path)
 
 
 def _compute(source: ImageFeatures, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -83,35 +95,77 @@ def _compute(source: ImageFeatures, batch_size: int) -> tuple[torch.Tensor, torc
     return torch.cat(features), torch.cat(labels)
 
 
-def load_or_compute(
-    source: ImageFeatures,
-    identity: dict[str, Any],
-    read_dirs: Sequence[Path],
-    write_dir: Path,
-    batch_size: int,
-) -> CachedFeatures:
-    """The channel's features from the first cache dir that has them, else computed and saved."""
-    channel = source.dataset.channel
-    name = f"{channel.name}-{cache_key(channel, identity)}.pt"
-    device = source.runtime.device
-    for directory in [*read_dirs, write_dir]:
-        if (directory / name).is_file():
-            return _load(directory / name, device)
-    write_dir.mkdir(parents=True, exist_ok=True)
-    with _exclusive(write_dir / f"{name}.lock"):
-        if (write_dir / name).is_file():  # another trial computed it while we waited
-            return _load(write_dir / name, device)
-        features, labels = _compute(source, batch_size)
-        partial = write_dir / f"{name}.{os.getpid()}.tmp"
-        torch.save({"features": features, "labels": labels}, partial)
-        partial.replace(write_dir / name)
-        log.info(
-            "feature cache: computed %d items of %s into %s",
-            len(labels),
-            channel.name,
-            write_dir / name,
-        )
-    return CachedFeatures(features, labels, device)
+class FeatureCache:
+    """One job's view of the cache: entries are read from the first of `read_dirs` (then
+    `write_dir`) that has them, and new ones are written to `write_dir`.
+
+    `backbone_identity` names the backbone's weights; `features_identity` adds everything
+    else the features depend on (preprocessing, precision). With `keep_backbone`, the
+    backbone is kept beside the features as TorchScript, so that a later trial that finds
+    every channel cached needs neither torchvision nor the weights file.
+    """
+
+    def __init__(
+        self,
+        backbone_identity: dict[str, Any],
+        features_identity: dict[str, Any],
+        read_dirs: Sequence[Path],
+        write_dir: Path,
+        device: torch.device,
+        keep_backbone: bool,
+    ) -> None:
+        self.backbone_identity = backbone_identity
+        self.features_identity = {**backbone_identity, **features_identity}
+        self.directories = [*read_dirs, write_dir]
+        self.write_dir = write_dir
+        self.device = device
+        self.keep_backbone = keep_backbone
+
+    def _find(self, name: str) -> Path | None:
+        return next((d / name for d in self.directories if (d / name).is_file()), None)
+
+    def _entry_name(self, channel: Channel) -> str:
+        return f"{channel.name}-{cache_key(channel, self.features_identity)}.pt"
+
+    def _backbone_name(self) -> str:
+        return f"backbone-{_digest(self.backbone_identity)}.pt"
+
+    def load(self, channel: Channel) -> CachedFeatures | None:
+        path = self._find(self._entry_name(channel))
+        return None if path is None else _load(path, self.device)
+
+    def compute(self, source: ImageFeatures, batch_size: int) -> CachedFeatures:
+        """Compute and save the channel's features, unless another trial did while we waited."""
+        channel = source.dataset.channel
+        path = self.write_dir / self._entry_name(channel)
+        self.write_dir.mkdir(parents=True, exist_ok=True)
+        with _exclusive(path.with_name(f"{path.name}.lock")):
+            if path.is_file():
+                return _load(path, self.device)
+            features, labels = _compute(source, batch_size)
+            _atomic_save(lambda to: torch.save({"features": features, "labels": labels}, to), path)
+        log.info("feature cache: computed %d items of %s into %s", len(labels), channel.name, path)
+        return CachedFeatures(features, labels, self.device)
+
+    def load_backbone(self) -> nn.Module | None:
+        path = self._find(self._backbone_name())
+        if path is None:
+            return None
+        log.info("feature cache: reusing the backbone %s", path)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is marked deprecated
+            return torch.jit.load(str(path), map_location="cpu")
+
+    def save_backbone(self, backbone: nn.Module, image_size: int) -> None:
+        path = self.write_dir / self._backbone_name()
+        if not self.keep_backbone or path.is_file():
+            return
+        self.write_dir.mkdir(parents=True, exist_ok=True)
+        example = torch.zeros(1, 3, image_size, image_size)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore", FutureWarning)
+            traced = torch.jit.trace(copy.deepcopy(backbone).cpu(), example, check_trace=False)
+            _atomic_save(lambda to: torch.jit.save(traced, str(to)), path)
 
 
 def _load(path: Path, device: torch.device) -> CachedFeatures:

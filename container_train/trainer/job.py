@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,10 +30,16 @@ from trainer.engine import (
     evaluate,
     train_one_epoch,
 )
-from trainer.features import load_or_compute
+from trainer.features import FeatureCache
 from trainer.hyperparameters import Hyperparameters, parse_hyperparameters
 from trainer.metrics import format_metrics
-from trainer.model import PRETRAINED_WEIGHTS, ImageClassifier, build_model
+from trainer.model import (
+    BACKBONE,
+    PRETRAINED_WEIGHTS,
+    ImageClassifier,
+    build_backbone,
+    build_head,
+)
 from trainer.preprocessing import Preprocessing, eval_transform
 from trainer.profiling import profiled
 from trainer.progress import progress
@@ -59,12 +66,14 @@ def run(paths: TrainingPaths) -> None:
     runtime = select_runtime(hp.amp)
     log.info("runtime: %s", runtime.describe())
 
-    torch.manual_seed(hp.seed)
-    classes = channels["train"].classes
-    model = build_model(len(classes), hp.hidden_units, hp.dropout, hp.pretrained)
-    model.to(runtime.device).to(memory_format=torch.channels_last)
     preprocessing = Preprocessing.for_image_size(hp.image_size)
-    sources = feature_sources(channels, model, preprocessing, runtime, hp, paths)
+    backbone, sources = backbone_and_features(channels, preprocessing, runtime, hp, paths)
+    classes = channels["train"].classes
+    # Seeded on its own, so the head starts from the same weights whether the backbone
+    # was built here or loaded from the cache.
+    torch.manual_seed(hp.seed)
+    model = ImageClassifier(backbone, build_head(len(classes), hp.hidden_units, hp.dropout))
+    model.to(runtime.device)
 
     training = Training(hp, model, paths, sources, channels, create_debugger(paths))
     training.fit()
@@ -89,40 +98,95 @@ def load_channels(paths: TrainingPaths) -> dict[str, Channel]:
     return channels
 
 
-def feature_sources(
+def backbone_and_features(
     channels: dict[str, Channel],
-    model: ImageClassifier,
     preprocessing: Preprocessing,
     runtime: Runtime,
     hp: Hyperparameters,
     paths: TrainingPaths,
-) -> dict[str, FeatureSource]:
-    """Per channel: cached backbone features (default), or images through the backbone each pass."""
-    transform = eval_transform(preprocessing)
-    image_sources = {
-        name: ImageFeatures(
-            ImageDataset(channel, transform, hp.image_size), model.backbone, runtime, hp.num_workers
-        )
-        for name, channel in channels.items()
-    }
+) -> tuple[nn.Module, dict[str, FeatureSource]]:
+    """The frozen backbone, and per channel where the head's input features come from.
+
+    Cache on (the default): a cached channel is never decoded, and when every channel and
+    the backbone are cached (any tuning trial after the first) the job reads no image and
+    builds no backbone. Cache off: the backbone runs on every image in every epoch.
+    """
     if hp.feature_cache == "off":
         log.info("feature cache off: the backbone runs on every image in every epoch")
-        return dict(image_sources)
-    identity = {
-        "backbone": "resnet50",
-        "weights": PRETRAINED_WEIGHTS.name if hp.pretrained else f"random-init-seed-{hp.seed}",
-        "preprocessing": preprocessing.to_dict(),
-        "precision": str(runtime.amp_dtype),
-        "torch": torch.__version__,
+        textbook = new_backbone(hp, runtime)
+        return textbook, dict(
+            image_sources(channels, channels, textbook, preprocessing, runtime, hp)
+        )
+    cache = feature_cache(preprocessing, runtime, hp, paths)
+    cached = {name: cache.load(channel) for name, channel in channels.items()}
+    missing = [name for name, source in cached.items() if source is None]
+    backbone: nn.Module | None = None if missing else cache.load_backbone()
+    if backbone is None:
+        backbone = new_backbone(hp, runtime)
+        cache.save_backbone(backbone, hp.image_size)
+    sources: dict[str, FeatureSource] = {
+        name: source for name, source in cached.items() if source is not None
     }
+    for name, source in image_sources(
+        channels, missing, backbone, preprocessing, runtime, hp
+    ).items():
+        sources[name] = cache.compute(source, hp.batch_size)
+    return backbone, sources
+
+
+def new_backbone(hp: Hyperparameters, runtime: Runtime) -> nn.Module:
+    torch.manual_seed(hp.seed)  # random-init backbones (pretrained=false) are keyed by the seed
+    backbone = build_backbone(hp.pretrained)
+    return backbone.to(runtime.device).to(memory_format=torch.channels_last)
+
+
+def image_sources(
+    channels: dict[str, Channel],
+    names: Collection[str],
+    backbone: nn.Module,
+    preprocessing: Preprocessing,
+    runtime: Runtime,
+    hp: Hyperparameters,
+) -> dict[str, ImageFeatures]:
+    """Decoded images through the backbone, for the named channels."""
+    if not names:
+        return {}
+    transform = eval_transform(preprocessing)
+    return {
+        name: ImageFeatures(
+            ImageDataset(channels[name], transform, hp.image_size),
+            backbone,
+            runtime,
+            hp.num_workers,
+        )
+        for name in names
+    }
+
+
+def feature_cache(
+    preprocessing: Preprocessing, runtime: Runtime, hp: Hyperparameters, paths: TrainingPaths
+) -> FeatureCache:
+    """Read from the feature_cache channel when there is one, and write there when it is
+    writable (local tuning shares one folder between trials); else write to output data."""
     shared = paths.channel(FEATURE_CACHE_CHANNEL)
     writable = shared.is_dir() and os.access(shared, os.W_OK)
-    write_dir = shared if writable else paths.output_data_dir / "feature_cache"
-    read_dirs = [shared] if shared.is_dir() else []
-    return {
-        name: load_or_compute(source, identity, read_dirs, write_dir, hp.batch_size)
-        for name, source in image_sources.items()
-    }
+    return FeatureCache(
+        backbone_identity={
+            "backbone": f"{BACKBONE}-batchnorm-folded",
+            "weights": PRETRAINED_WEIGHTS if hp.pretrained else f"random-init-seed-{hp.seed}",
+            "torch": torch.__version__,
+        },
+        features_identity={
+            "preprocessing": preprocessing.to_dict(),
+            "precision": str(runtime.amp_dtype),
+        },
+        read_dirs=[shared] if shared.is_dir() else [],
+        write_dir=shared if writable else paths.output_data_dir / "feature_cache",
+        device=runtime.device,
+        # Only a shared folder keeps the backbone: in output data it would add ~100 MB to
+        # every job's output archive.
+        keep_backbone=writable,
+    )
 
 
 @dataclass
@@ -284,8 +348,8 @@ def export(
             "input": {"dtype": "float32", "shape": ["batch", 3, hp.image_size, hp.image_size]},
             "output": "logits",
             "architecture": {
-                "backbone": "resnet50",
-                "weights": PRETRAINED_WEIGHTS.name if hp.pretrained else None,
+                "backbone": BACKBONE,
+                "weights": PRETRAINED_WEIGHTS if hp.pretrained else None,
                 "frozen": "all convolutional layers",
                 "head": [2048, hp.hidden_units, len(classes)],
                 "dropout": hp.dropout,

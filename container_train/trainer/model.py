@@ -2,20 +2,29 @@
 
 Pure model definition, no I/O beyond loading the ImageNet weights. Serving never
 imports this: it loads the TorchScript artifact the training job exports.
+
+torchvision is imported where a backbone is built, not at module import: it costs
+about 3 s (it pulls in torch._dynamo), and a tuning trial that finds the backbone and
+all features in the cache never builds one.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
-from torchvision.models import ResNet50_Weights, resnet50
+from torch.fx.experimental.optimization import fuse
 
 from trainer.errors import ClientError
 
-PRETRAINED_WEIGHTS = ResNet50_Weights.IMAGENET1K_V2
+if TYPE_CHECKING:
+    from torchvision.models import ResNet50_Weights
+
+BACKBONE = "resnet50"
+PRETRAINED_WEIGHTS = "IMAGENET1K_V2"  # a member of torchvision's ResNet50_Weights
 FEATURE_DIM = 2048  # ResNet50's pooled feature width
 
 
@@ -31,8 +40,8 @@ class ImageClassifier(nn.Module):
         return self.head(self.backbone(images))
 
     def train(self, mode: bool = True) -> ImageClassifier:
-        # The backbone's BatchNorm statistics must not drift: they belong to the frozen
-        # weights, and the feature cache relies on the backbone being a fixed function.
+        # The backbone is a fixed function: the feature cache relies on it, and dropout or
+        # similar layers inside it must not switch on while the head trains.
         super().train(mode)
         self.backbone.eval()
         return self
@@ -48,12 +57,19 @@ def build_head(num_classes: int, hidden_units: int, dropout: float) -> nn.Sequen
 
 
 def build_backbone(pretrained: bool) -> nn.Module:
-    """ResNet50 up to global pooling, every parameter frozen."""
+    """ResNet50 up to global pooling, every parameter frozen, BatchNorm folded away.
+
+    Frozen and in eval mode, each BatchNorm is a fixed per-channel affine map, so it is
+    folded into the weights of the convolution before it: the same function (to float
+    rounding) for about 20% less compute, in training, feature extraction and serving.
+    """
+    from torchvision.models import resnet50  # noqa: PLC0415 - see the module docstring
+
     network = resnet50(weights=load_pretrained_weights() if pretrained else None)
     network.fc = nn.Identity()  # type: ignore[assignment]
-    for parameter in network.parameters():
-        parameter.requires_grad_(False)
-    return network
+    backbone = fuse(network.eval())
+    backbone.requires_grad_(False)
+    return backbone.eval()
 
 
 def build_model(
@@ -64,9 +80,15 @@ def build_model(
     )
 
 
+def pretrained_weights() -> ResNet50_Weights:
+    from torchvision.models import ResNet50_Weights  # noqa: PLC0415 - see the module docstring
+
+    return ResNet50_Weights[PRETRAINED_WEIGHTS]
+
+
 def weights_path() -> Path:
     """Where torchvision keeps the ImageNet weights: $TORCH_HOME/hub/checkpoints."""
-    return Path(torch.hub.get_dir()) / "checkpoints" / Path(PRETRAINED_WEIGHTS.url).name
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(pretrained_weights().url).name
 
 
 def load_pretrained_weights() -> ResNet50_Weights:
@@ -80,12 +102,12 @@ def load_pretrained_weights() -> ResNet50_Weights:
                 f"failed ({type(error).__name__}); use the training image, which bakes them "
                 f"in, set TORCH_HOME to a folder that has them, or set pretrained=false"
             ) from error
-    return PRETRAINED_WEIGHTS
+    return pretrained_weights()
 
 
 def fetch_pretrained_weights() -> Path:
     """Download the weights into TORCH_HOME (run at image build time)."""
-    PRETRAINED_WEIGHTS.get_state_dict(progress=os.isatty(2), check_hash=True)
+    pretrained_weights().get_state_dict(progress=os.isatty(2), check_hash=True)
     return weights_path()
 
 

@@ -15,7 +15,6 @@ from typing import Any, BinaryIO
 
 import torch
 from PIL import Image, ImageOps
-from torchvision.transforms import v2
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -80,6 +79,10 @@ def open_rgb(
 
 def eval_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
     """PIL RGB image -> normalised float tensor of shape (3, image_size, image_size)."""
+    # Imported here: torchvision costs ~3 s to import, and a training job whose features
+    # are all cached never decodes an image.
+    from torchvision.transforms import v2  # noqa: PLC0415
+
     return v2.Compose(
         [
             v2.PILToTensor(),
