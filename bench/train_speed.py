@@ -19,7 +19,6 @@ Prints each repeat, then the medians and the ratios.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -33,9 +32,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT / "scripts"))
 sys.path.insert(0, str(REPO_ROOT / "container_train"))
 
+from photos import add_data_argument, missing  # noqa: E402
 from tuning import run_trial  # noqa: E402
 
-DEFAULT_DATA = REPO_ROOT.parent / "shared" / "data" / "catsdogs"
 JOBS = ("textbook", "cache_off", "project", "tuning")
 
 
@@ -82,36 +81,32 @@ def repeat_once(
 
 
 def print_table(median: dict[str, float]) -> None:
-    def ratio(name: str, baseline: str) -> str:
-        if baseline not in median or name == baseline:
-            return ""
-        return f"{median[baseline] / median[name]:.2f}x"
+    def faster(name: str, baseline: str) -> str:
+        return f"{median[baseline] / median[name]:.2f}x" if baseline in median else ""
 
-    print("| job | seconds | vs textbook | vs cache off |")
-    print("| --- | ---: | ---: | ---: |")
-    labels = {
-        "textbook": "textbook loop (bench/textbook_loop.py)",
-        "cache_off": "this project, feature_cache=off",
-        "project": "this project (defaults: feature cache)",
+    rows = {
+        "textbook": ("textbook loop (bench/textbook_loop.py)", "", ""),
+        "cache_off": ("this project, feature_cache=off", "textbook", ""),
+        "project": ("this project (defaults: feature cache)", "textbook", "cache_off"),
     }
-    for name, label in labels.items():
+    if rows.keys() & median.keys():
+        print("| job | seconds | faster than textbook | faster than cache off |")
+        print("| --- | ---: | ---: | ---: |")
+    for name, (label, *baselines) in rows.items():
         if name in median:
-            row = [label, f"{median[name]:.1f}", ratio(name, "textbook"), ratio(name, "cache_off")]
-            print("| " + " | ".join(row) + " |")
-    for trial in ("trial1", "trial2", "trial3"):
-        if trial in median:
-            share = f"{median[trial] / median['trial1']:.0%} of trial 1"
-            print(f"| tuning {trial} (shared cache) | {median[trial]:.1f} | {share} | |")
+            ratios = [faster(name, baseline) if baseline else "" for baseline in baselines]
+            print(f"| {label} | {median[name]:.1f} | {' | '.join(ratios)} |")
+    if "trial1" in median:
+        print("\n| tuning trial (one shared feature cache) | seconds | share of trial 1 |")
+        print("| --- | ---: | ---: |")
+        for number in (1, 2, 3):
+            seconds = median[f"trial{number}"]
+            print(f"| trial {number} | {seconds:.1f} | {seconds / median['trial1']:.0%} |")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data",
-        type=Path,
-        default=Path(os.environ.get("CATSDOGS_DIR", DEFAULT_DATA)),
-        help="train/valid/test ImageFolders (default: ../shared/data/catsdogs)",
-    )
+    add_data_argument(parser)
     parser.add_argument("--repeats", type=int, default=3, help="repetitions (default: 3)")
     parser.add_argument("--image-size", type=int, default=224, help="(default: 224)")
     parser.add_argument("--epochs", type=int, default=5, help="(default: 5)")
@@ -122,8 +117,7 @@ def main() -> int:
     jobs = set(args.jobs.split(","))
     if not jobs <= set(JOBS):
         parser.error(f"--jobs takes a comma-separated subset of {', '.join(JOBS)}")
-    if not (args.data / "train").is_dir():
-        print(f"skipped: no data set at {args.data} (set CATSDOGS_DIR or --data)")
+    if missing(args.data):
         return 0
 
     times: dict[str, list[float]] = {}
