@@ -33,6 +33,7 @@ demo: venv
 
 bench: venv
 	$(BIN)/python bench/train_speed.py
+	$(BIN)/python bench/pipeline_speed.py
 	$(BIN)/python bench/serve_speed.py
 
 clean:
