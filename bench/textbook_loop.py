@@ -25,8 +25,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, models, transforms
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "container_train"))
+
+# The same preprocessing numbers as the job's: the bench compares loops, not inputs.
+from trainer.preprocessing import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
 
 
 def loader(
@@ -34,7 +37,7 @@ def loader(
 ) -> DataLoader[tuple[torch.Tensor, int]]:
     transform = transforms.Compose(
         [
-            transforms.Resize(round(image_size / 0.875)),
+            transforms.Resize(round(image_size / CROP_RATIO)),
             transforms.CenterCrop(image_size),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),

@@ -1,25 +1,36 @@
 import torch
 import torchvision
 
-from trainer.model import FEATURE_DIM, build_backbone, build_model, trainable_parameters
+from trainer.model import (
+    FEATURE_DIM,
+    ImageClassifier,
+    build_backbone,
+    build_head,
+    trainable_parameters,
+)
+
+
+def build_model(num_classes: int, hidden_units: int, dropout: float = 0.2) -> ImageClassifier:
+    head = build_head(num_classes, hidden_units, dropout)
+    return ImageClassifier(build_backbone(pretrained=False), head)
 
 
 def test_shapes_and_head_layout() -> None:
-    model = build_model(num_classes=3, hidden_units=32, dropout=0.1, pretrained=False).eval()
+    model = build_model(num_classes=3, hidden_units=32, dropout=0.1).eval()
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 3)
     linear = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert [(m.in_features, m.out_features) for m in linear] == [(FEATURE_DIM, 32), (32, 3)]
 
 
 def test_only_the_head_trains() -> None:
-    model = build_model(num_classes=2, hidden_units=16, pretrained=False)
+    model = build_model(num_classes=2, hidden_units=16)
     trainable = {id(p) for p in trainable_parameters(model)}
     assert trainable == {id(p) for p in model.head.parameters()}
     assert not any(p.requires_grad for p in model.backbone.parameters())
 
 
 def test_backbone_stays_in_eval_mode() -> None:
-    model = build_model(num_classes=2, hidden_units=16, pretrained=False)
+    model = build_model(num_classes=2, hidden_units=16)
     assert not model.backbone.training
     model.train()
     assert model.head.training

@@ -7,14 +7,13 @@ file + rename), so a kill mid-save leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from trainer.storage import atomic_write, digest
 
 log = logging.getLogger(__name__)
 
@@ -23,14 +22,12 @@ CHECKPOINT_FILE = "checkpoint.pt"
 
 def fingerprint(settings: dict[str, Any]) -> str:
     """Identifies the training run a checkpoint belongs to; a mismatch starts afresh."""
-    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+    return digest(settings, 16)
 
 
 def save_checkpoint(directory: Path, state: dict[str, Any]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
-    partial = directory / f"{CHECKPOINT_FILE}.{os.getpid()}.tmp"
-    torch.save(state, partial)
-    partial.replace(directory / CHECKPOINT_FILE)
+    atomic_write(directory / CHECKPOINT_FILE, lambda partial: torch.save(state, partial))
 
 
 def load_checkpoint(directory: Path, expected_fingerprint: str) -> dict[str, Any] | None:

@@ -9,14 +9,10 @@ features depend on, so trials over the same data and preprocessing share it.
 from __future__ import annotations
 
 import contextlib
-import copy
 import fcntl
-import hashlib
-import json
 import logging
-import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +22,7 @@ from torch import nn
 from trainer.data import UNREADABLE, Channel
 from trainer.engine import Batch, ImageFeatures
 from trainer.progress import progress
+from trainer.storage import atomic_write, digest
 
 log = logging.getLogger(__name__)
 
@@ -50,10 +47,6 @@ class CachedFeatures:
             yield self.features[chunk], self.labels[chunk]
 
 
-def _digest(payload: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:24]
-
-
 def cache_key(channel: Channel, identity: dict[str, Any]) -> str:
     """A digest of the channel's files (relative path and size) and what computes the features.
 
@@ -63,7 +56,7 @@ def cache_key(channel: Channel, identity: dict[str, Any]) -> str:
         (str(path.relative_to(channel.root)), path.stat().st_size, label)
         for path, label in channel.samples
     ]
-    return _digest({"files": listing, "classes": channel.classes, **identity})
+    return digest({"files": listing, "classes": channel.classes, **identity}, 24)
 
 
 @contextlib.contextmanager
@@ -75,12 +68,6 @@ def _exclusive(lock_file: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def _atomic_save(write: Callable[[Path], None], path: Path) -> None:
-    partial = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    write(partial)
-    partial.replace(path)
 
 
 def _compute(source: ImageFeatures, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -128,7 +115,7 @@ class FeatureCache:
         return f"{channel.name}-{cache_key(channel, self.features_identity)}.pt"
 
     def _backbone_name(self) -> str:
-        return f"backbone-{_digest(self.backbone_identity)}.pt"
+        return f"backbone-{digest(self.backbone_identity, 24)}.pt"
 
     def load(self, channel: Channel) -> CachedFeatures | None:
         path = self._find(self._entry_name(channel))
@@ -143,7 +130,7 @@ class FeatureCache:
             if path.is_file():
                 return _load(path, self.device)
             features, labels = _compute(source, batch_size)
-            _atomic_save(lambda to: torch.save({"features": features, "labels": labels}, to), path)
+            atomic_write(path, lambda to: torch.save({"features": features, "labels": labels}, to))
         log.info("feature cache: computed %d items of %s into %s", len(labels), channel.name, path)
         return CachedFeatures(features, labels, self.device)
 
@@ -161,11 +148,12 @@ class FeatureCache:
         if not self.keep_backbone or path.is_file():
             return
         self.write_dir.mkdir(parents=True, exist_ok=True)
-        example = torch.zeros(1, 3, image_size, image_size)
+        device = next(backbone.parameters()).device  # traced where it is; loaded onto the CPU
+        example = torch.zeros(1, 3, image_size, image_size, device=device)
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.trace(copy.deepcopy(backbone).cpu(), example, check_trace=False)
-            _atomic_save(lambda to: torch.jit.save(traced, str(to)), path)
+            traced = torch.jit.trace(backbone, example, check_trace=False)
+            atomic_write(path, lambda to: torch.jit.save(traced, str(to)))
 
 
 def _load(path: Path, device: torch.device) -> CachedFeatures:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,9 +113,7 @@ def backbone_and_features(
     if hp.feature_cache == "off":
         log.info("feature cache off: the backbone runs on every image in every epoch")
         textbook = new_backbone(hp, runtime)
-        return textbook, dict(
-            image_sources(channels, channels, textbook, preprocessing, runtime, hp)
-        )
+        return textbook, dict(image_sources(channels, textbook, preprocessing, runtime, hp))
     cache = feature_cache(preprocessing, runtime, hp, paths)
     cached = {name: cache.load(channel) for name, channel in channels.items()}
     missing = [name for name, source in cached.items() if source is None]
@@ -127,9 +124,8 @@ def backbone_and_features(
     sources: dict[str, FeatureSource] = {
         name: source for name, source in cached.items() if source is not None
     }
-    for name, source in image_sources(
-        channels, missing, backbone, preprocessing, runtime, hp
-    ).items():
+    uncached = {name: channels[name] for name in missing}
+    for name, source in image_sources(uncached, backbone, preprocessing, runtime, hp).items():
         sources[name] = cache.compute(source, hp.batch_size)
     return backbone, sources
 
@@ -142,24 +138,23 @@ def new_backbone(hp: Hyperparameters, runtime: Runtime) -> nn.Module:
 
 def image_sources(
     channels: dict[str, Channel],
-    names: Collection[str],
     backbone: nn.Module,
     preprocessing: Preprocessing,
     runtime: Runtime,
     hp: Hyperparameters,
 ) -> dict[str, ImageFeatures]:
-    """Decoded images through the backbone, for the named channels."""
-    if not names:
+    """Decoded images through the backbone, per channel (none: torchvision is not imported)."""
+    if not channels:
         return {}
     transform = eval_transform(preprocessing)
     return {
         name: ImageFeatures(
-            ImageDataset(channels[name], transform, hp.image_size),
+            ImageDataset(channel, transform, hp.image_size),
             backbone,
             runtime,
             hp.num_workers,
         )
-        for name in names
+        for name, channel in channels.items()
     }
 
 

@@ -61,23 +61,14 @@ def build_backbone(pretrained: bool) -> nn.Module:
 
     Frozen and in eval mode, each BatchNorm is a fixed per-channel affine map, so it is
     folded into the weights of the convolution before it: the same function (to float
-    rounding) for about 20% less compute, in training, feature extraction and serving.
+    rounding) for less compute (bench/pipeline_speed.py), in training, feature extraction
+    and serving.
     """
     from torchvision.models import resnet50  # noqa: PLC0415 - see the module docstring
 
     network = resnet50(weights=load_pretrained_weights() if pretrained else None)
     network.fc = nn.Identity()  # type: ignore[assignment]
-    backbone = fuse(network.eval())
-    backbone.requires_grad_(False)
-    return backbone.eval()
-
-
-def build_model(
-    num_classes: int, hidden_units: int = 256, dropout: float = 0.2, pretrained: bool = True
-) -> ImageClassifier:
-    return ImageClassifier(
-        build_backbone(pretrained), build_head(num_classes, hidden_units, dropout)
-    )
+    return fuse(network.eval()).requires_grad_(False).eval()
 
 
 def pretrained_weights() -> ResNet50_Weights:
