@@ -5,6 +5,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 REQUIREMENTS := container_train/requirements.txt container_serve/requirements.txt requirements-dev.txt constraints.txt
+# This project's packages: the shared model artifact, the two containers, the launch tools.
+PACKAGES := artifact container_train container_serve .
+PIP := $(BIN)/pip --quiet --disable-pip-version-check
 DATA ?=
 DEMO_DIR ?= build/demo
 
@@ -12,10 +15,13 @@ DEMO_DIR ?= build/demo
 
 venv: $(VENV)/.installed
 
-# Reinstall only when a requirements file changes.
-$(VENV)/.installed: $(REQUIREMENTS)
+# Reinstall only when a requirements file or a package definition changes. The pinned
+# files first, then this project's packages (editable) without resolving anything more.
+$(VENV)/.installed: $(REQUIREMENTS) $(addsuffix /pyproject.toml,$(PACKAGES))
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(PIP) install -r requirements-dev.txt -c constraints.txt
+	$(PIP) install --no-deps --no-build-isolation $(addprefix --editable ,$(PACKAGES))
+	$(PIP) check
 	touch $@
 
 lint: venv
@@ -29,7 +35,7 @@ test: lint
 	$(BIN)/pytest
 
 demo: venv
-	$(BIN)/python scripts/demo.py --work-dir $(DEMO_DIR) $(if $(DATA),--data $(DATA))
+	$(BIN)/python -m launch.demo --work-dir $(DEMO_DIR) $(if $(DATA),--data $(DATA))
 
 bench: venv
 	$(BIN)/python bench/train_speed.py

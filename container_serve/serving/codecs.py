@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from PIL import Image
 
+from model_artifact.preprocessing import MAX_IMAGE_PIXELS, UnreadableImageError, open_rgb
 from serving import content_types
 from serving.errors import (
     BadRequestError,
@@ -25,22 +26,21 @@ from serving.errors import (
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-from trainer.preprocessing import UnreadableImageError, open_rgb
 
 # Each decoded image becomes a float tensor of 3 x S x S (600 KB at S=224): bound a request's
 # batch so that a 6 MB body of tiny images can't allocate gigabytes.
 MAX_IMAGES_PER_REQUEST = 64
 
-Decoder = Callable[[bytes, int], list[Image.Image]]
+Decoder = Callable[[bytes], list[Image.Image]]
 Encoder = Callable[[np.ndarray, Sequence[str], int | None], bytes]
 
 
-def decode_image(body: bytes, max_pixels: int) -> list[Image.Image]:
+def decode_image(body: bytes) -> list[Image.Image]:
     """Raw bytes of one image in any format Pillow reads (the Content-Type is not trusted)."""
-    return [_open_image(body, max_pixels, where="the body")]
+    return [_open_image(body, where="the body")]
 
 
-def decode_json_instances(body: bytes, max_pixels: int) -> list[Image.Image]:
+def decode_json_instances(body: bytes) -> list[Image.Image]:
     """`{"instances": [{"b64": "<base64 image bytes>"}, ...]}`, the TF-Serving style."""
     try:
         document = json.loads(body)
@@ -59,11 +59,11 @@ def decode_json_instances(body: bytes, max_pixels: int) -> list[Image.Image]:
             image_bytes = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise BadRequestError(f"instances[{index}].b64 is not valid base64") from None
-        images.append(_open_image(image_bytes, max_pixels, where=f"instances[{index}]"))
+        images.append(_open_image(image_bytes, where=f"instances[{index}]"))
     return images
 
 
-def decode_npy(body: bytes, max_pixels: int) -> list[Image.Image]:
+def decode_npy(body: bytes) -> list[Image.Image]:
     """An .npy array of uint8 pixels, H x W x 3 or N x H x W x 3; never unpickles.
 
     The header is checked before any allocation: np.load would allocate whatever shape
@@ -92,8 +92,10 @@ def decode_npy(body: bytes, max_pixels: int) -> list[Image.Image]:
     batch = pixels if pixels.ndim == 4 else pixels[None]
     _check_count(batch.shape[0])
     height, width = batch.shape[1:3]
-    if height * width > max_pixels or height == 0 or width == 0:
-        raise BadRequestError(f"npy image is {width}x{height} pixels, outside 1..{max_pixels:,}")
+    if height * width > MAX_IMAGE_PIXELS or height == 0 or width == 0:
+        raise BadRequestError(
+            f"npy image is {width}x{height} pixels, outside 1..{MAX_IMAGE_PIXELS:,}"
+        )
     return [Image.fromarray(np.ascontiguousarray(image)) for image in batch]
 
 
@@ -106,7 +108,7 @@ DECODERS: dict[str, Decoder] = {
 }
 
 
-def decode(body: bytes | None, content_type: str | None, max_pixels: int) -> list[Image.Image]:
+def decode(body: bytes | None, content_type: str | None) -> list[Image.Image]:
     """Request body -> RGB images, in request order."""
     decoder = DECODERS.get(content_types.media_type(content_type) or "")
     if decoder is None:
@@ -115,16 +117,16 @@ def decode(body: bytes | None, content_type: str | None, max_pixels: int) -> lis
         )
     if not body:
         raise BadRequestError("the request body is empty")
-    return decoder(body, max_pixels)
+    return decoder(body)
 
 
 # Pillow names the in-memory file in its messages ("<_io.BytesIO object at 0x7f...>").
 _STREAM_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
-def _open_image(image_bytes: bytes, max_pixels: int, where: str) -> Image.Image:
+def _open_image(image_bytes: bytes, where: str) -> Image.Image:
     try:
-        return open_rgb(image_bytes, max_pixels)
+        return open_rgb(image_bytes)
     except UnreadableImageError as error:
         raise BadRequestError(f"{where}: {_STREAM_REPR.sub('the bytes', str(error))}") from None
 

@@ -1,15 +1,21 @@
-"""MIME types the serving job reads and writes (no heavy imports: `serve` uses them too)."""
+"""MIME types the serving container reads and writes, and the file suffixes they go with.
+
+The toolkit's names where it has them (sagemaker_inference.content_types); the image
+types are this project's. Clients (the launch CLI) label files by `BY_SUFFIX`.
+"""
 
 from __future__ import annotations
+
+from sagemaker_inference.content_types import ANY, JSON, NPY
 
 JPEG = "image/jpeg"
 PNG = "image/png"
 X_IMAGE = "application/x-image"  # raw image bytes of any format Pillow reads
-JSON = "application/json"
-NPY = "application/x-npy"
-ANY = "*/*"
 
-RESPONSE_TYPES = (JSON, NPY)
+BY_SUFFIX = {".jpg": JPEG, ".jpeg": JPEG, ".png": PNG, ".npy": NPY, ".json": JSON}
+IMAGE_SUFFIXES = tuple(suffix for suffix, kind in BY_SUFFIX.items() if kind.startswith("image/"))
+
+__all__ = ["ANY", "BY_SUFFIX", "IMAGE_SUFFIXES", "JPEG", "JSON", "NPY", "PNG", "X_IMAGE"]
 
 
 def media_type(header: str | None) -> str | None:
@@ -18,3 +24,9 @@ def media_type(header: str | None) -> str | None:
         return None
     value = header.split(";", 1)[0].strip().lower()
     return value or None
+
+
+def of_file(name: str) -> str:
+    """The content type a client sends a file as: by its suffix, else raw image bytes."""
+    suffix = name[name.rfind(".") :].lower() if "." in name else ""
+    return BY_SUFFIX.get(suffix, X_IMAGE)

@@ -2,9 +2,9 @@
 
 Values are read at call time from an injectable mapping (tests pass plain dicts),
 never at import time: the sagemaker-inference toolkit reads SAGEMAKER_BASE_DIR when
-`sagemaker_inference.environment` is imported, which is a trap for local runs.
-The SAGEMAKER_* names are the toolkit's (`sagemaker_inference.parameters`); a unit
-test holds them equal.
+`sagemaker_inference.environment` is imported, which is a trap for local runs. The
+SAGEMAKER_* names are the toolkit's own (`sagemaker_inference.parameters`, constants
+only).
 """
 
 from __future__ import annotations
@@ -14,17 +14,20 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from sagemaker_inference import parameters
+
+from serving import content_types
 from serving.errors import ServeConfigError
 
-BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
-BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
-MODEL_SERVER_WORKERS_ENV = "SAGEMAKER_MODEL_SERVER_WORKERS"
-MODEL_SERVER_TIMEOUT_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT"
-MODEL_SERVER_TIMEOUT_SECONDS_ENV = "SAGEMAKER_MODEL_SERVER_TIMEOUT_SECONDS"
-MAX_PAYLOAD_ENV = "SAGEMAKER_MAX_PAYLOAD_IN_MB"
-DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
-STARTUP_TIMEOUT_ENV = "SAGEMAKER_STARTUP_TIMEOUT"
-MODEL_SERVER_VMARGS_ENV = "SAGEMAKER_MODEL_SERVER_VMARGS"
+BASE_DIR_ENV = parameters.BASE_PATH_ENV
+BIND_TO_PORT_ENV = parameters.BIND_TO_PORT_ENV
+MODEL_SERVER_WORKERS_ENV = parameters.MODEL_SERVER_WORKERS_ENV
+MODEL_SERVER_TIMEOUT_ENV = parameters.MODEL_SERVER_TIMEOUT_ENV
+MODEL_SERVER_TIMEOUT_SECONDS_ENV = parameters.MODEL_SERVER_TIMEOUT_SECONDS_ENV
+MAX_PAYLOAD_ENV = parameters.MAX_REQUEST_SIZE
+DEFAULT_ACCEPT_ENV = parameters.DEFAULT_INVOCATIONS_ACCEPT_ENV
+STARTUP_TIMEOUT_ENV = parameters.STARTUP_TIMEOUT_ENV
+MODEL_SERVER_VMARGS_ENV = parameters.MODEL_SERVER_VMARGS
 
 # Set by `serve` for the worker processes; not part of SageMaker's contract.
 STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
@@ -43,7 +46,7 @@ DEFAULT_TIMEOUT_S = 60
 # SageMaker's real-time payload limit is 6 MB; MMS's own default is 6,553,500 bytes.
 DEFAULT_MAX_PAYLOAD_MB = 6
 DEFAULT_STARTUP_TIMEOUT_S = 600
-DEFAULT_ACCEPT = "application/json"
+DEFAULT_ACCEPT = content_types.JSON
 # A worker holds torch plus one model copy; beyond 4 cores, more workers beat more threads.
 CORES_PER_DEFAULT_WORKER = 4
 

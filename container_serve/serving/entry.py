@@ -1,8 +1,8 @@
 """multi-model-server's entry point for this project: `serving.entry:handle`.
 
-Kept free of heavy imports: if importing the handler fails (torch, or trainer.preprocessing
-missing from PYTHONPATH), the worker still reports the reason to `serve`, which exits with
-it instead of waiting while multi-model-server restarts the worker again and again.
+It only imports the handler, on the first call: if that import fails (a broken torch
+install, say), the worker still reports the reason to `serve`, which exits with it
+instead of waiting while multi-model-server restarts the worker again and again.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | Non
     global _handle  # noqa: PLW0603 - the handler is imported once per worker, on first call
     if _handle is None:
         try:
-            from serving.handler_service import handle as loaded  # noqa: PLC0415
+            from serving.handler import handle as loaded  # noqa: PLC0415
         except Exception as error:
             report_load_failure(f"cannot import the handler: {error!r}")
             raise

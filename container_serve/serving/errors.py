@@ -1,8 +1,9 @@
-"""Errors of the serving job, each client error with the HTTP status it answers.
+"""Errors of the serving container, each client error with the HTTP status it answers.
 
 Client errors subclass the toolkit's GenericInferenceToolkitError, so they keep their
-status wherever the toolkit handles them; our own handler service turns them into a
-short JSON body `{"error": "..."}` instead of the toolkit's message plus traceback.
+status wherever the toolkit's conventions apply; the handler answers them with a short
+JSON body `{"error": "..."}` instead of the toolkit's message plus traceback. A model
+directory that can't be served raises model_artifact's ArtifactError.
 """
 
 from __future__ import annotations
@@ -38,10 +39,6 @@ class PayloadTooLargeError(ClientError):
 
 class UnsupportedMediaTypeError(ClientError):
     status = HTTPStatus.UNSUPPORTED_MEDIA_TYPE
-
-
-class ModelLoadError(Exception):
-    """The model directory can't be served; the message is the one-line reason."""
 
 
 class ServeConfigError(Exception):

@@ -1,82 +1,122 @@
-"""The four functions of the SageMaker inference contract, for the classifier artifact.
+"""The handler each multi-model-server worker runs: load once, then decode -> predict ->
+encode for every server batch.
 
-    model_fn(model_dir)            -> LoadedModel   (TorchScript + model_config.json, warmed up)
-    input_fn(body, content_type)   -> list of RGB images
-    predict_fn(images, model)      -> Predictions   (one batched forward, no gradients)
-    output_fn(predictions, accept) -> (body, content type)
+The four functions keep the sagemaker-inference toolkit's signatures, so a reader who
+knows the toolkit recognises them:
 
-Preprocessing is the training job's eval transform, rebuilt from `model_config.json`;
-nothing else of the training code is imported.
+    model_fn(model_dir, context=None) -> LoadedModel   (TorchScript + model_config.json, warmed)
+    input_fn(input_data, content_type) -> RGB images    (codecs.DECODERS by content type)
+    predict_fn(data, model)            -> probabilities (one batched forward, images x classes)
+    output_fn(prediction, accept)      -> (body, content type)   (codecs.ENCODERS)
+
+`HandlerService` follows the toolkit's handler-service convention (initialize once,
+handle per batch) but runs its own pipeline instead of the toolkit's Transformer; see
+docs/serving.md for where and why. Each request of a server batch is read with its own
+headers into a `Request` and fails alone; the good images of the whole batch share one
+forward pass; a client mistake answers its 4xx with a short JSON body, a bug a 500 whose
+traceback stays in the log.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from http import HTTPStatus
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
-from serving import codecs, contract
-from serving.artifact import read_model_config
-from serving.errors import ModelLoadError
-from trainer.preprocessing import MAX_IMAGE_PIXELS, Preprocessing, eval_transform
+from model_artifact import torchscript
+from model_artifact.config import ArtifactError, ModelConfig, read_config
+from model_artifact.preprocessing import Preprocessing, eval_transform
+from serving import codecs, content_types, contract, state
+from serving.errors import ClientError, error_body
 
 logger = logging.getLogger(__name__)
 
 # Forward passes of at most this many images, to bound memory for large server batches.
 PREDICT_CHUNK = 32
+INTERNAL_ERROR = "internal server error; the reason is in the server log"
 
 
 @dataclass(frozen=True)
 class LoadedModel:
     network: torch.jit.ScriptModule
-    classes: tuple[str, ...]
-    preprocessing: Preprocessing
-    transform: Callable[[Image.Image], torch.Tensor]
+    config: ModelConfig
+    transform: Any  # PIL image -> normalised tensor (model_artifact.preprocessing)
     device: torch.device
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.config.classes
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.config.preprocessing
 
 
 @dataclass(frozen=True)
-class Predictions:
+class Prediction:
+    """What one request gets back: a row of probabilities per image, and how many to report."""
+
     probabilities: np.ndarray  # float32, images x classes, rows sum to 1
     classes: tuple[str, ...]
+    top_k: int | None = None
 
 
-def select_device(gpu_id: int | None = None) -> torch.device:
-    """The GPU multi-model-server assigned to this worker, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda", gpu_id or 0)
-    return torch.device("cpu")
+# ---------------------------------------------------------------- the four toolkit functions
 
 
-def model_fn(model_dir: str | Path, device: torch.device | None = None) -> LoadedModel:
-    """Load the artifact once per worker and warm it up; any problem raises ModelLoadError."""
-    config = read_model_config(Path(model_dir))
-    device = device or select_device()
+def model_fn(model_dir: str | Path, context: Any = None) -> LoadedModel:
+    """Load the artifact on this worker's device and warm it up; problems raise ArtifactError."""
+    model_dir = Path(model_dir)
+    config = read_config(model_dir)
+    device = worker_device(context)
     try:
-        with warnings.catch_warnings():
-            # torch 2.14 deprecates TorchScript in favour of torch.export; the artifact is
-            # TorchScript on purpose (loads in 0.06 s), so keep the warning out of every log.
-            warnings.simplefilter("ignore", FutureWarning)
-            # TorchScript archives load with a restricted unpickler: no arbitrary code runs.
-            network = torch.jit.load(str(config.model_path), map_location=device)
+        network = torchscript.load_model(model_dir, config, device)
     except (RuntimeError, ValueError, OSError) as error:
         detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ModelLoadError(f"{config.model_path} is not a TorchScript model: {detail}") from None
-    network.eval()
-    try:
-        preprocessing = Preprocessing.from_dict(config.preprocessing)
-        transform = eval_transform(preprocessing)
-    except (TypeError, ValueError) as error:
-        raise ModelLoadError(f"model_config.json: invalid preprocessing ({error})") from None
-    model = LoadedModel(network, config.classes, preprocessing, transform, device)
+        raise ArtifactError(f"{config.model_file} is not a TorchScript model: {detail}") from None
+    model = LoadedModel(network, config, eval_transform(config.preprocessing), device)
     warm_up(model)
     return model
+
+
+def input_fn(input_data: bytes | None, content_type: str | None) -> list[Image.Image]:
+    """One request body -> RGB images, in request order."""
+    return codecs.decode(input_data, content_type)
+
+
+def predict_fn(data: Sequence[Image.Image], model: LoadedModel) -> np.ndarray:
+    """Class probabilities for every image, in order (images x classes, float32)."""
+    if not data:
+        return np.zeros((0, len(model.classes)), dtype=np.float32)
+    logits = _forward(model, data)
+    return torch.softmax(logits.float(), dim=1).cpu().numpy()
+
+
+def output_fn(prediction: Prediction, accept: str) -> tuple[bytes, str]:
+    """Encode as `accept`, a response type the request negotiated (see Request.read)."""
+    body = codecs.encode(prediction.probabilities, prediction.classes, accept, prediction.top_k)
+    return body, accept
+
+
+# --------------------------------------------------------------------------- model loading
+
+
+def worker_device(context: Any = None) -> torch.device:
+    """The GPU multi-model-server assigned to this worker, else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    gpu_id = context.system_properties.get("gpu_id") if context is not None else None
+    return torch.device("cuda", int(gpu_id or 0))
 
 
 def warm_up(model: LoadedModel) -> None:
@@ -86,38 +126,13 @@ def warm_up(model: LoadedModel) -> None:
     try:
         logits = _forward(model, [Image.new("RGB", (size, size))])
     except RuntimeError as error:
-        raise ModelLoadError(f"the model fails on a {size}x{size} image: {error}") from None
+        raise ArtifactError(f"the model fails on a {size}x{size} image: {error}") from None
     expected = (1, len(model.classes))
     if tuple(logits.shape) != expected:
-        raise ModelLoadError(
-            f"the model outputs shape {tuple(logits.shape)} for one image, but model_config.json "
+        raise ArtifactError(
+            f"the model outputs shape {tuple(logits.shape)} for one image, but its config "
             f"lists {len(model.classes)} classes"
         )
-
-
-def input_fn(
-    request_body: bytes | None, content_type: str | None, max_pixels: int = MAX_IMAGE_PIXELS
-) -> list[Image.Image]:
-    """Decode one request into RGB images; see codecs.DECODERS for the content types."""
-    return codecs.decode(request_body, content_type, max_pixels)
-
-
-def predict_fn(images: Sequence[Image.Image], model: LoadedModel) -> Predictions:
-    """Class probabilities for every image, in order."""
-    if not images:
-        return Predictions(np.zeros((0, len(model.classes)), dtype=np.float32), model.classes)
-    logits = _forward(model, images)
-    probabilities = torch.softmax(logits.float(), dim=1)
-    return Predictions(probabilities.cpu().numpy(), model.classes)
-
-
-def output_fn(
-    predictions: Predictions, accept: str | None, top_k: int | None = None
-) -> tuple[bytes, str]:
-    """Encode as the Accept header asks (default: SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT)."""
-    response_type = codecs.negotiate(accept, contract.default_accept())
-    body = codecs.encode(predictions.probabilities, predictions.classes, response_type, top_k)
-    return body, response_type
 
 
 def _forward(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
@@ -128,3 +143,141 @@ def _forward(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
             batch = torch.stack([model.transform(image) for image in chunk])
             chunks.append(model.network(batch.to(model.device)))
     return torch.cat(chunks)
+
+
+# ------------------------------------------------------------------------- one server batch
+
+
+@dataclass
+class Request:
+    """One request of a server batch: what it asks for, what it gets, or why it fails."""
+
+    body: bytes | None
+    content_type: str | None
+    accept: str = content_types.JSON
+    top_k: int | None = None
+    images: list[Image.Image] = field(default_factory=list)
+    status: HTTPStatus = HTTPStatus.OK
+    error: str | None = None
+
+    @classmethod
+    def read(cls, body: bytes | None, headers: dict[str, str], model: LoadedModel) -> Request:
+        """Negotiate, parse the options and decode, with this request's own headers."""
+        request = cls(body, headers.get("content-type"))
+        with failing_alone(request, "decoding a request"):
+            request.accept = codecs.negotiate(headers.get("accept"), contract.default_accept())
+            request.top_k = codecs.parse_top_k(
+                headers.get(contract.CUSTOM_ATTRIBUTES_HEADER), len(model.classes)
+            )
+            request.images = input_fn(body, request.content_type)
+        return request
+
+    def fail(self, status: HTTPStatus, message: str) -> None:
+        self.status, self.error = status, message
+
+
+@contextlib.contextmanager
+def failing_alone(request: Request, what: str) -> Iterator[None]:
+    """A client error fails the request with its status; a bug with a 500 and a log entry."""
+    try:
+        yield
+    except ClientError as error:
+        logger.info("client error %d: %s", error.status_code, error.message)
+        request.fail(HTTPStatus(error.status_code), error.message)
+    except Exception:
+        logger.exception("%s failed", what)
+        request.fail(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
+
+
+def answer(requests: list[Request], model: LoadedModel) -> list[bytes]:
+    """One forward pass for the good images of the whole batch, then one body per request."""
+    good = [request for request in requests if request.error is None]
+    probabilities = np.zeros((0, len(model.classes)), dtype=np.float32)
+    try:
+        probabilities = predict_fn([image for request in good for image in request.images], model)
+    except Exception:
+        logger.exception("prediction failed")
+        for request in good:
+            request.fail(HTTPStatus.INTERNAL_SERVER_ERROR, INTERNAL_ERROR)
+    bodies = []
+    offset = 0
+    for request in requests:
+        body = b""
+        if request.error is None:
+            rows = probabilities[offset : offset + len(request.images)]
+            offset += len(request.images)
+            with failing_alone(request, "encoding a response"):
+                body, _ = output_fn(Prediction(rows, model.classes, request.top_k), request.accept)
+        bodies.append(body if request.error is None else error_body(request.error))
+    return bodies
+
+
+# ------------------------------------------------------ multi-model-server's handler service
+
+
+class HandlerService:
+    """What multi-model-server calls: `initialize` once per worker, `handle` per batch."""
+
+    def __init__(self) -> None:
+        self.model: LoadedModel | None = None
+
+    def initialize(self, context: Any) -> None:
+        """Load and warm up the model; a failure is reported to `serve`, which exits."""
+        started = time.perf_counter()
+        try:
+            self.model = model_fn(context.system_properties["model_dir"], context)
+        except Exception as error:
+            reason = str(error) if isinstance(error, ArtifactError) else repr(error)
+            state.report_load_failure(reason)
+            logger.error("model failed to load: %s", reason)
+            raise
+        logger.info(
+            "model loaded and warmed up in %.2f s (pid %d, %s, %d torch threads, classes %s)",
+            time.perf_counter() - started,
+            os.getpid(),
+            self.model.device,
+            torch.get_num_threads(),
+            ", ".join(self.model.classes),
+        )
+        state.report_ready()
+
+    def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
+        if self.model is None:
+            raise RuntimeError("handle() called before the model was loaded")
+        requests = [
+            Request.read(request_body(item), headers_of(context, index), self.model)
+            for index, item in enumerate(data)
+        ]
+        bodies = answer(requests, self.model)
+        for index, request in enumerate(requests):
+            if request.error is None:
+                context.set_response_content_type(index, request.accept)
+            else:
+                context.set_response_status(int(request.status), request.status.phrase, idx=index)
+                context.set_response_content_type(index, content_types.JSON)
+        return bodies
+
+
+def headers_of(context: Any, index: int) -> dict[str, str]:
+    """Request `index`'s own headers, names lower-cased (HTTP names are case-insensitive)."""
+    headers = context.get_all_request_header(index) or {}
+    return {str(name).lower(): value for name, value in headers.items() if isinstance(value, str)}
+
+
+def request_body(item: dict[str, Any]) -> bytes | None:
+    """The raw body; multi-model-server passes it as "body" (or leaves it out when empty)."""
+    body = item.get("body")
+    if body is None:
+        return None
+    return bytes(body) if isinstance(body, bytes | bytearray) else str(body).encode("utf-8")
+
+
+_service = HandlerService()
+
+
+def handle(data: list[dict[str, Any]] | None, context: Any) -> list[bytes] | None:
+    """multi-model-server's entry point (through serving.entry): data is None once, at load."""
+    if data is None:
+        _service.initialize(context)
+        return None
+    return _service.handle(data, context)

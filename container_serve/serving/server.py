@@ -17,7 +17,6 @@ On SIGTERM or SIGINT it stops the whole process group within SageMaker's 30 seco
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
@@ -35,9 +34,9 @@ from pathlib import Path
 
 import psutil
 
+from model_artifact.config import ArtifactError, read_config
 from serving import contract, state
-from serving.artifact import read_model_config
-from serving.errors import ModelLoadError, ServeConfigError
+from serving.errors import ServeConfigError
 
 logger = logging.getLogger("serve")
 
@@ -62,7 +61,7 @@ def main() -> int:
         signal.signal(signum, lambda number, frame: stop_requested.set())
     try:
         return serve(contract.read_settings(), stop_requested)
-    except (ServeConfigError, ModelLoadError, ServeFailedError) as error:
+    except (ServeConfigError, ArtifactError, ServeFailedError) as error:
         logger.error("serve failed: %s", error)
         return 1
 
@@ -70,8 +69,8 @@ def main() -> int:
 def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> int:
     started = time.perf_counter()
     with timed("check the model artifact"):
-        config = read_model_config(settings.model_dir)
-    logger.info("model %s, classes %s", config.model_path, ", ".join(config.classes))
+        config = read_config(settings.model_dir)
+    logger.info("model %s, classes %s", settings.model_dir, ", ".join(config.classes))
     with runtime_dir() as runtime:
         server = start_model_server(settings, runtime)
         try:
@@ -180,32 +179,21 @@ def mms_properties(settings: contract.ServeSettings, runtime: Path) -> str:
 
 
 def model_server_env(settings: contract.ServeSettings, runtime: Path) -> dict[str, str]:
-    """The server's environment: private temp dirs, import paths, and the thread budget."""
-    roots = [str(import_root("serving")), str(import_root("trainer.preprocessing"))]
-    pythonpath = os.pathsep.join(dict.fromkeys([*roots, os.environ.get("PYTHONPATH", "")]))
+    """The server's environment: private temp dirs and the thread budget.
+
+    The workers run this interpreter, where the serving package is installed: they need
+    no import path of their own.
+    """
     return {
         **os.environ,
         "TMPDIR": str(runtime),  # the server's pid file: $TMPDIR/.model_server.pid
         "TEMP": str(runtime),  # the JVM's tmpdir: worker sockets
         "LOG_LOCATION": str(runtime / "logs"),
         "METRICS_LOCATION": str(runtime / "logs"),
-        "PYTHONPATH": pythonpath.strip(os.pathsep),
         contract.STATE_DIR_ENV: str(runtime),
         contract.TORCH_THREADS_ENV: str(settings.torch_threads),
         "PYTHONUNBUFFERED": "1",
     }
-
-
-def import_root(module: str) -> Path:
-    """The sys.path entry `module` is found under, for the workers' PYTHONPATH."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None:
-        raise ServeFailedError(
-            f"{module} is not importable; set PYTHONPATH (see container_serve/serve)"
-        )
-    origin = Path(spec.origin).resolve()
-    levels = module.count(".") + (1 if origin.name == "__init__.py" else 0)
-    return origin.parents[levels]
 
 
 def ping_status(port: int) -> str | None:

@@ -16,9 +16,22 @@ from typing import Any
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
 DEBUG_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"  # overrides <base>/input/config/debughookconfig.json
+# What the training toolkit's `train` runs; the `train` command of this package sets it.
+TRAINING_MODULE_ENV = "SAGEMAKER_TRAINING_MODULE"
+TRAINING_MODULE = "trainer.job:main"
 
+# Channels: ImageFolders of images, and an optional folder of precomputed features.
 REQUIRED_CHANNELS = ("train", "valid")
 OPTIONAL_CHANNELS = ("test",)
+IMAGE_CHANNELS = REQUIRED_CHANNELS + OPTIONAL_CHANNELS
+FEATURE_CACHE_CHANNEL = "feature_cache"
+
+# Keys SageMaker and its SDK add to the hyperparameters; they are not the job's to read.
+PLATFORM_HYPERPARAMETER_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
+
+
+def is_platform_key(key: str) -> bool:
+    return key.startswith(PLATFORM_HYPERPARAMETER_PREFIXES)
 
 
 @dataclass(frozen=True)
@@ -37,8 +50,12 @@ class TrainingPaths:
     def debug_hook_config_file(self) -> Path:
         return self.config_dir / "debughookconfig.json"
 
+    @property
+    def input_data_dir(self) -> Path:
+        return self.base / "input" / "data"
+
     def channel(self, name: str) -> Path:
-        return self.base / "input" / "data" / name
+        return self.input_data_dir / name
 
     @property
     def model_dir(self) -> Path:
@@ -47,6 +64,15 @@ class TrainingPaths:
     @property
     def output_dir(self) -> Path:
         return self.base / "output"
+
+    @property
+    def failure_file(self) -> Path:
+        """Written by the training toolkit: the one-line reason SageMaker shows."""
+        return self.output_dir / "failure"
+
+    @property
+    def success_file(self) -> Path:
+        return self.output_dir / "success"
 
     @property
     def output_data_dir(self) -> Path:

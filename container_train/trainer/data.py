@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from model_artifact.preprocessing import UnreadableImageError, open_rgb
 from trainer.errors import ClientError
-from trainer.preprocessing import UnreadableImageError, open_rgb
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,10 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         channel: Channel,
         transform: Callable[..., torch.Tensor],
         image_size: int,
-        flip: bool = False,
     ) -> None:
         self.channel = channel
         self.transform = transform
         self.image_size = image_size
-        self.flip = flip
 
     def __len__(self) -> int:
         return len(self.channel)
@@ -104,7 +102,7 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
         except UnreadableImageError as error:
             log.debug("unreadable %s: %s", path, error)
             return torch.zeros(3, self.image_size, self.image_size), UNREADABLE
-        return (image.flip(-1) if self.flip else image), label
+        return image, label
 
 
 def image_loader(

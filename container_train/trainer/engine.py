@@ -9,7 +9,6 @@ trains identically either way.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -20,8 +19,6 @@ from torch import nn
 from trainer.data import UNREADABLE, ImageDataset, image_loader
 from trainer.errors import ClientError
 from trainer.runtime import Runtime
-
-log = logging.getLogger(__name__)
 
 Batch = tuple[torch.Tensor, torch.Tensor]  # (features, labels), on the training device
 

@@ -1,9 +1,11 @@
-"""The feature cache: backbone features computed once per image and kept on disk.
+"""Where the head's input features come from, and the cache that keeps them.
 
 With the backbone frozen, its output for an image never changes, so the textbook
 loop spends almost all its time recomputing the same numbers every epoch (and a
 tuning run repeats that in every trial). A cache entry is keyed by everything the
 features depend on, so trials over the same data and preprocessing share it.
+`prepare_features` is the job's policy: what is read from the cache, what is
+computed, and where it is kept.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import logging
-import warnings
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,15 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.data import UNREADABLE, Channel
-from trainer.engine import Batch, ImageFeatures
+from model_artifact import torchscript
+from model_artifact.preprocessing import Preprocessing, eval_transform
+from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
+from trainer.data import UNREADABLE, Channel, ImageDataset
+from trainer.engine import Batch, FeatureSource, ImageFeatures
+from trainer.hyperparameters import Hyperparameters
+from trainer.model import BACKBONE, backbone_weights, build_backbone
 from trainer.progress import progress
+from trainer.runtime import Runtime
 from trainer.storage import atomic_write, digest
 
 log = logging.getLogger(__name__)
@@ -139,9 +147,7 @@ class FeatureCache:
         if path is None:
             return None
         log.info("feature cache: reusing the backbone %s", path)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is marked deprecated
-            return torch.jit.load(str(path), map_location="cpu")
+        return torchscript.load(path)
 
     def save_backbone(self, backbone: nn.Module, image_size: int) -> None:
         path = self.write_dir / self._backbone_name()
@@ -150,13 +156,93 @@ class FeatureCache:
         self.write_dir.mkdir(parents=True, exist_ok=True)
         device = next(backbone.parameters()).device  # traced where it is; loaded onto the CPU
         example = torch.zeros(1, 3, image_size, image_size, device=device)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore", FutureWarning)
-            traced = torch.jit.trace(backbone, example, check_trace=False)
-            atomic_write(path, lambda to: torch.jit.save(traced, str(to)))
+        traced = torchscript.trace(backbone, example)
+        atomic_write(path, lambda to: torchscript.save(traced, to))
 
 
 def _load(path: Path, device: torch.device) -> CachedFeatures:
     entry = torch.load(path, map_location="cpu", weights_only=True)
     log.info("feature cache: reusing %s", path)
     return CachedFeatures(entry["features"], entry["labels"], device)
+
+
+def prepare_features(
+    channels: dict[str, Channel],
+    preprocessing: Preprocessing,
+    runtime: Runtime,
+    hp: Hyperparameters,
+    paths: TrainingPaths,
+) -> tuple[nn.Module, dict[str, FeatureSource]]:
+    """The frozen backbone, and per channel where the head's input features come from.
+
+    Cache on (the default): a cached channel is never decoded, and when every channel and
+    the backbone are cached (any tuning trial after the first) the job reads no image and
+    builds no backbone. Cache off: the backbone runs on every image in every epoch.
+    """
+    if hp.feature_cache == "off":
+        log.info("feature cache off: the backbone runs on every image in every epoch")
+        backbone = new_backbone(hp, runtime)
+        return backbone, dict(image_sources(channels, backbone, preprocessing, runtime, hp))
+    cache = job_cache(preprocessing, runtime, hp, paths)
+    cached = {name: cache.load(channel) for name, channel in channels.items()}
+    missing = {name: channels[name] for name, source in cached.items() if source is None}
+    loaded = None if missing else cache.load_backbone()
+    backbone = loaded if loaded is not None else new_backbone(hp, runtime)
+    cache.save_backbone(backbone, hp.image_size)
+    sources: dict[str, FeatureSource] = {
+        name: source for name, source in cached.items() if source is not None
+    }
+    for name, source in image_sources(missing, backbone, preprocessing, runtime, hp).items():
+        sources[name] = cache.compute(source, hp.batch_size)
+    return backbone, sources
+
+
+def new_backbone(hp: Hyperparameters, runtime: Runtime) -> nn.Module:
+    torch.manual_seed(hp.seed)  # random-init backbones (pretrained=false) are keyed by the seed
+    backbone = build_backbone(hp.pretrained)
+    return backbone.to(runtime.device).to(memory_format=torch.channels_last)
+
+
+def image_sources(
+    channels: dict[str, Channel],
+    backbone: nn.Module,
+    preprocessing: Preprocessing,
+    runtime: Runtime,
+    hp: Hyperparameters,
+) -> dict[str, ImageFeatures]:
+    """Decoded images through the backbone, per channel (none: torchvision is not imported)."""
+    if not channels:
+        return {}
+    transform = eval_transform(preprocessing)
+    return {
+        name: ImageFeatures(
+            ImageDataset(channel, transform, hp.image_size), backbone, runtime, hp.num_workers
+        )
+        for name, channel in channels.items()
+    }
+
+
+def job_cache(
+    preprocessing: Preprocessing, runtime: Runtime, hp: Hyperparameters, paths: TrainingPaths
+) -> FeatureCache:
+    """Read from the feature_cache channel when there is one, and write there when it is
+    writable (local tuning shares one folder between trials); else write to output data."""
+    shared = paths.channel(FEATURE_CACHE_CHANNEL)
+    writable = shared.is_dir() and os.access(shared, os.W_OK)
+    return FeatureCache(
+        backbone_identity={
+            "backbone": f"{BACKBONE}-batchnorm-folded",
+            "weights": backbone_weights(hp.pretrained, hp.seed),
+            "torch": torch.__version__,
+        },
+        features_identity={
+            "preprocessing": preprocessing.to_dict(),
+            "precision": str(runtime.amp_dtype),
+        },
+        read_dirs=[shared] if shared.is_dir() else [],
+        write_dir=shared if writable else paths.output_data_dir / FEATURE_CACHE_CHANNEL,
+        device=runtime.device,
+        # Only a shared folder keeps the backbone: in output data it would add ~100 MB to
+        # every job's output archive.
+        keep_backbone=writable,
+    )

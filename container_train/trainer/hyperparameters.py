@@ -1,82 +1,132 @@
 """Hyperparameters: the job's one configuration mechanism.
 
-SageMaker passes every value as a string ("0.001", "True"); each field below says
-how to parse it and what is allowed, so a bad value fails with a reason that
-names the parameter instead of a stack trace deep in PyTorch.
+Each field carries the rule its values must follow; the error message for a bad value is
+generated from that same rule, so it names the parameter and exactly what is allowed
+instead of a stack trace deep in PyTorch. A field's `trajectory` flag says whether the
+value changes what the job learns (a checkpoint is only resumed by a run whose trajectory
+settings are equal; see `trajectory_settings`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from trainer.contract import is_platform_key
 from trainer.errors import ClientError
-
-# Keys the platform adds to every job; they are not ours to validate.
-PLATFORM_PREFIXES = ("sagemaker_", "_tuning_objective_metric")
 
 _TRUE = {"true", "1", "yes", "on"}
 _FALSE = {"false", "0", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Between:
+    """Numbers from `low` to `high` (None: no upper bound); open ends exclude the bound."""
+
+    low: float
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    note: str = ""
+
+    def __call__(self, value: float) -> bool:
+        above = value > self.low if self.low_open else value >= self.low
+        if self.high is None:
+            return above
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def describe(self, kind: type) -> str:
+        noun = "an integer" if kind is int else "a number"
+        if self.high is None:
+            text = f"{noun} {'>' if self.low_open else '>='} {_number(self.low)}"
+        else:
+            left, right = "(" if self.low_open else "[", ")" if self.high_open else "]"
+            text = f"{noun} in {left}{_number(self.low)}, {_number(self.high)}{right}"
+        return f"{text} ({self.note})" if self.note else text
+
+
+@dataclass(frozen=True)
+class OneOf:
+    values: tuple[str, ...]
+
+    def __call__(self, value: str) -> bool:
+        return value in self.values
+
+    def describe(self, kind: type) -> str:
+        return f"{', '.join(self.values[:-1])} or {self.values[-1]}"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
+def hp(default: Any, rule: Between | OneOf | None = None, trajectory: bool = True) -> Any:
+    """A hyperparameter field: its default, its rule, and whether it shapes the trajectory."""
+    metadata = {"rule": rule, "trajectory": trajectory}
+    if callable(default):
+        return field(default_factory=default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 def default_num_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
 
-def _rule(check: Callable[[Any], bool], allowed: str) -> dict[str, Any]:
-    return {"check": check, "allowed": allowed}
-
-
 @dataclass(frozen=True)
 class Hyperparameters:
-    lr: float = field(default=1e-3, metadata=_rule(lambda v: 0 < v <= 10, "a number in (0, 10]"))
-    eps: float = field(default=1e-8, metadata=_rule(lambda v: 0 < v < 1, "a number in (0, 1)"))
-    weight_decay: float = field(
-        default=0.01, metadata=_rule(lambda v: 0 <= v < 10, "a number in [0, 10)")
-    )
-    batch_size: int = field(
-        default=64, metadata=_rule(lambda v: 1 <= v <= 65536, "an integer >= 1")
-    )
-    epochs: int = field(default=5, metadata=_rule(lambda v: 1 <= v <= 10000, "an integer >= 1"))
-    hidden_units: int = field(
-        default=256, metadata=_rule(lambda v: 1 <= v <= 65536, "an integer >= 1")
-    )
-    dropout: float = field(default=0.2, metadata=_rule(lambda v: 0 <= v < 1, "a number in [0, 1)"))
-    image_size: int = field(
-        default=224, metadata=_rule(lambda v: 32 <= v <= 1024, "an integer in [32, 1024]")
-    )
-    pretrained: bool = True
-    seed: int = field(
-        default=42, metadata=_rule(lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")
-    )
-    num_workers: int = field(
-        default_factory=default_num_workers,
-        metadata=_rule(lambda v: 0 <= v <= 64, "an integer in [0, 64]"),
-    )
-    patience: int = field(
-        default=0, metadata=_rule(lambda v: v >= 0, "an integer >= 0 (0 turns early stopping off)")
-    )
-    feature_cache: str = field(
-        default="auto", metadata=_rule(lambda v: v in ("auto", "on", "off"), "auto, on or off")
-    )
-    amp: str = field(
-        default="auto",
-        metadata=_rule(lambda v: v in ("auto", "bf16", "fp16", "off"), "auto, bf16, fp16 or off"),
-    )
-    profile_steps: int = field(
-        default=0,
-        metadata=_rule(lambda v: 0 <= v <= 1000, "an integer in [0, 1000] (0 turns profiling off)"),
-    )
+    lr: float = hp(1e-3, Between(0, 10, low_open=True))
+    eps: float = hp(1e-8, Between(0, 1, low_open=True, high_open=True))
+    weight_decay: float = hp(0.01, Between(0, 10, high_open=True))
+    batch_size: int = hp(64, Between(1, 65536))
+    epochs: int = hp(5, Between(1, 10000), trajectory=False)  # a longer rerun resumes
+    hidden_units: int = hp(256, Between(1, 65536))
+    dropout: float = hp(0.2, Between(0, 1, high_open=True))
+    image_size: int = hp(224, Between(32, 1024))
+    pretrained: bool = hp(True)
+    seed: int = hp(42, Between(0, 2**32 - 1))
+    num_workers: int = hp(default_num_workers, Between(0, 64), trajectory=False)
+    patience: int = hp(0, Between(0, note="0 turns early stopping off"), trajectory=False)
+    feature_cache: str = hp("auto", OneOf(("auto", "on", "off")), trajectory=False)
+    amp: str = hp("auto", OneOf(("auto", "bf16", "fp16", "off")))
+    profile_steps: int = hp(0, Between(0, 1000, note="0 turns profiling off"), trajectory=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+def trajectory_settings(hyperparameters: Hyperparameters) -> dict[str, Any]:
+    """The values that change what the job learns (not how fast, long or verbosely)."""
+    return {
+        f.name: getattr(hyperparameters, f.name)
+        for f in fields(hyperparameters)
+        if f.metadata["trajectory"]
+    }
+
+
+_KINDS: dict[str, type] = {"float": float, "int": int, "bool": bool, "str": str}
+
+
+def _decoded(raw: Any) -> Any:
+    """A value as the training toolkit decodes it: JSON when it parses, else the raw string.
+
+    The SDK's framework estimators JSON-encode every value (`"0.001"` and `"\\"auto\\""`
+    arrive as `0.001` and `"auto"`); the generic Estimator sends `str(value)`.
+    """
+    if not isinstance(raw, str):
+        return raw
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
 def _parse_value(raw: Any, kind: type) -> Any:
-    text = str(raw).strip()
+    text = str(_decoded(raw)).strip()
     if kind is bool:
         if text.lower() in _TRUE:
             return True
@@ -93,31 +143,33 @@ def _parse_value(raw: Any, kind: type) -> Any:
     return text.lower()
 
 
-_KINDS = {"float": float, "int": int, "bool": bool, "str": str}
+def _allowed(kind: type, rule: Between | OneOf | None) -> str:
+    if rule is not None:
+        return rule.describe(kind)
+    return "true or false" if kind is bool else kind.__name__
 
 
 def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:
-    """Validate raw (string) values into Hyperparameters, or raise a ClientError that names them."""
+    """Validate raw values into Hyperparameters, or raise a ClientError that names them."""
     known = {f.name: f for f in fields(Hyperparameters)}
     values: dict[str, Any] = {}
     for name, raw_value in raw.items():
-        if name.startswith(PLATFORM_PREFIXES):
+        if is_platform_key(name):
             continue
         if name not in known:
             raise ClientError(f"unknown hyperparameter {name!r}; known: {', '.join(sorted(known))}")
-        spec = known[name]
-        kind = _KINDS[str(spec.type)]
-        allowed = spec.metadata.get("allowed", "true or false" if kind is bool else str(spec.type))
+        kind = _KINDS[str(known[name].type)]
+        rule = known[name].metadata["rule"]
         try:
             value = _parse_value(raw_value, kind)
         except ValueError:
             raise ClientError(
-                f"hyperparameter {name}={raw_value!r} is invalid: expected {allowed}"
+                f"hyperparameter {name}={raw_value!r} is invalid: expected {_allowed(kind, rule)}"
             ) from None
-        check = spec.metadata.get("check")
-        if check is not None and not check(value):
+        if rule is not None and not rule(value):
             raise ClientError(
-                f"hyperparameter {name}={raw_value!r} is out of range: expected {allowed}"
+                f"hyperparameter {name}={raw_value!r} is out of range: "
+                f"expected {_allowed(kind, rule)}"
             )
         values[name] = value
     return Hyperparameters(**values)

@@ -1,7 +1,7 @@
 """The classifier: a frozen torchvision ResNet50 backbone and a two-layer head.
 
 Pure model definition, no I/O beyond loading the ImageNet weights. Serving never
-imports this: it loads the TorchScript artifact the training job exports.
+imports this: it loads the TorchScript file the training job exports.
 
 torchvision is imported where a backbone is built, not at module import: it costs
 about 3 s (it pulls in torch._dynamo), and a tuning trial that finds the backbone and
@@ -45,6 +45,24 @@ class ImageClassifier(nn.Module):
         super().train(mode)
         self.backbone.eval()
         return self
+
+
+def architecture(
+    pretrained: bool, hidden_units: int, dropout: float, num_classes: int
+) -> dict[str, object]:
+    """What `build_backbone` and `build_head` make, as recorded in the model's config."""
+    return {
+        "backbone": BACKBONE,
+        "weights": PRETRAINED_WEIGHTS if pretrained else None,
+        "frozen": "all convolutional layers",
+        "head": [FEATURE_DIM, hidden_units, num_classes],
+        "dropout": dropout,
+    }
+
+
+def backbone_weights(pretrained: bool, seed: int) -> str:
+    """Names the backbone's weights: ImageNet's, or a random init (which the seed decides)."""
+    return PRETRAINED_WEIGHTS if pretrained else f"random-init-seed-{seed}"
 
 
 def build_head(num_classes: int, hidden_units: int, dropout: float) -> nn.Sequential:
@@ -100,7 +118,3 @@ def fetch_pretrained_weights() -> Path:
     """Download the weights into TORCH_HOME (run at image build time)."""
     pretrained_weights().get_state_dict(progress=os.isatty(2), check_hash=True)
     return weights_path()
-
-
-def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
-    return [parameter for parameter in model.parameters() if parameter.requires_grad]

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 from dataclasses import dataclass
 
 import torch
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -10,28 +10,21 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import local
-from cloud_aws import (
-    REPO_ROOT,
+from launch.cloud.settings import (
     AwsTarget,
     CloudError,
     shown_path,
     unique_name,
 )
-
-if str(REPO_ROOT / "container_train") not in sys.path:  # the training code, not installed here
-    sys.path.insert(0, str(REPO_ROOT / "container_train"))
+from trainer.contract import IMAGE_CHANNELS, REQUIRED_CHANNELS, is_platform_key
 from trainer.metrics import METRIC_DEFINITIONS
 from trainer.search_space import OBJECTIVES, SEARCH_SPACE, Choice, FloatRange
 
-REQUIRED_CHANNELS = ("train", "valid")
-OPTIONAL_CHANNELS = ("test",)
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # where the training image keeps checkpoints
 TUNE_JOB_BASE = "imgcls-tune"
 TRAIN_JOB_BASE = "imgcls-train"
@@ -52,13 +45,6 @@ class JobSettings:
 
 def replace_hyperparameters(settings: JobSettings, hyperparameters: dict[str, str]) -> JobSettings:
     return dataclasses.replace(settings, hyperparameters=hyperparameters)
-
-
-def parse_hyperparameters(pairs: list[str]) -> dict[str, str]:
-    try:
-        return local.parse_hyperparameters(pairs)
-    except ValueError as error:
-        raise CloudError(str(error)) from None
 
 
 def tuning_ranges() -> dict[Any, Any]:
@@ -85,7 +71,7 @@ def channel_inputs(target: AwsTarget, data_uri: str | None) -> dict[str, str]:
     bucket, _, prefix = data_uri.removeprefix("s3://").partition("/")
     s3 = target.session.client("s3")
     inputs = {}
-    for channel in REQUIRED_CHANNELS + OPTIONAL_CHANNELS:
+    for channel in IMAGE_CHANNELS:
         listed = s3.list_objects_v2(Bucket=bucket, Prefix=f"{prefix}/{channel}/", MaxKeys=1)
         if listed.get("KeyCount", 0):
             inputs[channel] = f"{data_uri}/{channel}/"
@@ -102,7 +88,7 @@ def local_channel_inputs(data_uri: str) -> dict[str, str]:
     root = Path(data_uri.removeprefix("file://"))
     inputs = {
         channel: f"file://{root / channel}"
-        for channel in REQUIRED_CHANNELS + OPTIONAL_CHANNELS
+        for channel in IMAGE_CHANNELS
         if (root / channel).is_dir()
     }
     if not all(channel in inputs for channel in REQUIRED_CHANNELS):
@@ -176,11 +162,6 @@ def make_tuner(estimator: Any, tuning: TuningSettings) -> Any:
         early_stopping_type="Auto" if tuning.early_stopping else "Off",
         base_tuning_job_name=TUNE_JOB_BASE,
     )
-
-
-def is_platform_key(key: str) -> bool:
-    """Keys SageMaker and the SDK add to hyperparameters, which the job never reads."""
-    return key.startswith(("sagemaker_", "_tuning_objective_metric"))
 
 
 def best_hyperparameters(sagemaker_client: Any, tuning_job: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_aws import CloudError, shown_path
+from launch.cloud.settings import CloudError, shown_path
 
 LOCAL_HOOK_CONFIG = Path("input") / "config" / "debughookconfig.json"
 LOCAL_TENSORS = Path("output") / "tensors"  # the hook's default LocalPath under the job dir

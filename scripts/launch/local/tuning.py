@@ -16,10 +16,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import local
 import optuna
 from optuna.study import StudyDirection
 
+from launch.local.jobdir import attach_feature_cache
+from launch.local.processes import run_training
 from trainer.metrics import parse_metrics
 from trainer.search_space import OBJECTIVES, SEARCH_SPACE, Choice, FloatRange
 
@@ -48,18 +49,17 @@ def run_trial(
 ) -> tuple[int, str]:
     """One real `train` job, reading and filling `cache_dir` as its feature_cache channel
     when given; its log goes to trial_dir/train.log. Returns (exit code, log)."""
-    local.layout_job_dir(trial_dir, data, {k: str(v) for k, v in hyperparameters.items()})
-    cache_link = trial_dir / "input" / "data" / "feature_cache"
-    if cache_dir is not None and not cache_link.is_symlink():
-        cache_link.symlink_to(cache_dir.resolve(), target_is_directory=True)
+    trial_dir.mkdir(parents=True, exist_ok=True)
+    if cache_dir is not None:
+        attach_feature_cache(trial_dir, cache_dir)
     log_path = trial_dir / "train.log"
     with log_path.open("w") as log:
-        completed = subprocess.run(
-            [local.venv_command("train")],
-            env=local.training_environment(trial_dir),
+        completed = run_training(
+            data,
+            trial_dir,
+            {k: str(v) for k, v in hyperparameters.items()},
             stdout=log,
             stderr=subprocess.STDOUT,
-            check=False,
         )
     return completed.returncode, log_path.read_text()
 
@@ -106,7 +106,6 @@ class Study:
         return objective
 
     def run(self, trials: int, parallel: int) -> TrialResult | None:
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.study.optimize(self, n_trials=trials, n_jobs=parallel)
         finished = [r for r in self.results if r.objective is not None]
         if not finished:

@@ -22,10 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from cloud_aws import AwsTarget, CloudError, ensure_bucket
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
-CHANNELS = ("train", "valid", "test")
+from launch.cloud.settings import AwsTarget, CloudError, ensure_bucket
+from serving.content_types import IMAGE_SUFFIXES
 
 # channel -> class -> image files
 Split = dict[str, dict[str, list[Path]]]

@@ -22,10 +22,11 @@ from botocore.exceptions import BotoCoreError, ClientError
 if TYPE_CHECKING:
     import sagemaker
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-IMAGES_FILE = REPO_ROOT / "build" / "images.json"  # written by build_and_push.sh
+# Relative to the working directory, which is the repository root when the CLI runs as
+# `python scripts/cloud.py`.
+IMAGES_FILE = Path("build") / "images.json"  # written by build_and_push.sh
 IMAGES_FILE_ENV = "IMAGES_FILE"  # build_and_push.sh's override of that path
-OUTPUT_DIR = REPO_ROOT / "build" / "cloud"  # what the CLI writes locally (JSON, plots)
+OUTPUT_DIR = Path("build") / "cloud"  # what the CLI writes locally (JSON, plots)
 DEFAULT_PREFIX = "image-classifier"
 ROLE_ENV = "SAGEMAKER_ROLE"
 BUCKET_ENV = "SAGEMAKER_BUCKET"

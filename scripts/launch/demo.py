@@ -8,14 +8,15 @@ classifies the test images over HTTP.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import local
-from synthetic_images import make_dataset
+from launch.local import client, processes
+from launch.synthetic_images import make_dataset
+from model_artifact.config import read_config
+from trainer.contract import TrainingPaths
 
 # Random weights (ImageNet weights can't be had offline): a smoke test of the whole
 # flow, not a transfer-learning result.
@@ -33,16 +34,16 @@ def train_step(data: Path | None, work_dir: Path) -> Path:
     if data is None:
         data = make_dataset(work_dir / "data", per_class=24)
         print(f"generated a two-class data set in {data}")
-    job_dir = work_dir / "job"
-    exit_code = local.train(data, job_dir, DEMO_HYPERPARAMETERS)
+    paths = TrainingPaths(work_dir / "job")
+    exit_code = processes.train(data, paths.base, DEMO_HYPERPARAMETERS)
     if exit_code != 0:
-        reason = job_dir / "output" / "failure"
+        reason = paths.failure_file
         sys.exit(f"training failed: {reason.read_text() if reason.exists() else exit_code}")
-    config = json.loads((job_dir / "model" / "model_config.json").read_text())
-    print(f"\nmodel:            {job_dir / 'model'} (classes {config['classes']})")
-    print(f"metrics, curves:  {job_dir / 'output' / 'data'}")
-    print(f"final metrics:    {config['metrics']}")
-    return job_dir / "model"
+    config = read_config(paths.model_dir)
+    print(f"\nmodel:            {paths.model_dir} (classes {list(config.classes)})")
+    print(f"metrics, curves:  {paths.output_data_dir}")
+    print(f"final metrics:    {config.metrics}")
+    return paths.model_dir
 
 
 SHOWN_PREDICTIONS = 6
@@ -54,18 +55,18 @@ def serve_step(model_dir: Path, test_dir: Path, work_dir: Path) -> int:
     if not images:
         print(f"no test images under {test_dir}: nothing to classify")
         return 0
-    port = local.free_port()
+    port = processes.free_port()
     started = time.monotonic()
     log_path = work_dir / "serve.log"
     print(f"\nserving {model_dir} on port {port} (log: {log_path})")
     with log_path.open("wb") as log_file:
-        server = local.start_server(model_dir, work_dir / "serve", port, log_file=log_file)
+        server = processes.start_server(model_dir, work_dir / "serve", port, log_file=log_file)
     try:
-        local.wait_until_ready(port, server, log_path)
+        processes.wait_until_ready(port, server, log_path)
         print(f"server ready in {time.monotonic() - started:.1f} s")
-        answers = [(path, *local.classify_file(port, path)) for path in images]
+        answers = [(path, *client.classify_file(port, path)) for path in images]
     finally:
-        exit_code = local.stop_server(server)
+        exit_code = processes.stop_server(server)
         print(f"server stopped (exit code {exit_code})")
     return report_predictions(answers)
 

@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
-from cloud_aws import (
+
+from launch.cloud.settings import (
     LOCAL_INSTANCE_TYPES,
     AwsTarget,
     CloudError,
     import_sagemaker,
     unique_name,
 )
+from serving import content_types
 
-IMAGE_TYPES = {".jpg": "image/jpeg", ".jpeg": "image/jpeg", ".png": "image/png"}
-JSON = "application/json"
+JSON = content_types.JSON
 PAYLOADS = ("image", "json")  # raw image bytes, or the serving image's {"instances": [{"b64"}]}
 ENDPOINT_BASE = "imgcls"
 
@@ -153,7 +154,9 @@ def image_paths(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_TYPES)
+            found += sorted(
+                p for p in path.rglob("*") if p.suffix.lower() in content_types.IMAGE_SUFFIXES
+            )
         elif path.is_file():
             found.append(path)
         else:
@@ -161,10 +164,6 @@ def image_paths(paths: list[Path]) -> list[Path]:
     if not found:
         raise CloudError(f"no .jpg, .jpeg or .png images in {' '.join(map(str, paths))}")
     return found
-
-
-def content_type_of(path: Path) -> str:
-    return IMAGE_TYPES.get(path.suffix.lower(), "application/x-image")
 
 
 def first_prediction(response: Any) -> Classification | str:
@@ -184,7 +183,7 @@ def request_body(path: Path, payload: str) -> tuple[bytes, str]:
     if payload == "json":
         instances = [{"b64": base64.b64encode(image).decode("ascii")}]
         return json.dumps({"instances": instances}).encode(), JSON
-    return image, content_type_of(path)
+    return image, content_types.of_file(path.name)
 
 
 def runtime_classify(runtime: Any, endpoint: str, body: bytes, content_type: str) -> Any:

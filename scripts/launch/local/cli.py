@@ -1,0 +1,129 @@
+"""Run the containers' commands as plain processes, without Docker or AWS.
+
+    python scripts/local.py train --data DIR --job-dir OUT [--hp key=value ...]
+
+lays OUT out exactly like /opt/ml and runs the same `train` command the training
+image runs, with SAGEMAKER_BASE_DIR=OUT. The other subcommands do the same for
+serving and tuning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from launch.local import client, processes
+from launch.options import hyperparameter_flags
+from trainer.search_space import OBJECTIVES
+
+DEFAULT_PORT = processes.DEFAULT_SERVE_PORT
+
+
+def add_job_arguments(parser: argparse.ArgumentParser, job_dir_help: str, hp_help: str) -> None:
+    """--data, --job-dir and --hp, shared by the train and tune subcommands."""
+    parser.add_argument(
+        "--data",
+        type=Path,
+        required=True,
+        help="folder with train/ and valid/ (and optional test/) ImageFolders",
+    )
+    parser.add_argument("--job-dir", type=Path, required=True, help=job_dir_help)
+    parser.add_argument("--hp", action="append", default=[], metavar="KEY=VALUE", help=hp_help)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    train_parser = commands.add_parser("train", help="run the training job locally")
+    add_job_arguments(
+        train_parser,
+        job_dir_help="folder laid out like /opt/ml; model/ holds the artifacts",
+        hp_help="a hyperparameter, as SageMaker would pass it (repeatable)",
+    )
+    serve_parser = commands.add_parser("serve", help="run the serving job locally")
+    serve_parser.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="the training job's model/ folder (model.pt, model_config.json)",
+    )
+    serve_parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port to serve on (default: {DEFAULT_PORT})",
+    )
+
+    invoke_parser = commands.add_parser("invoke", help="classify image files with a local server")
+    invoke_parser.add_argument(
+        "--port",
+        type=int,
+        default=DEFAULT_PORT,
+        help=f"port of the server (default: {DEFAULT_PORT})",
+    )
+    invoke_parser.add_argument(
+        "files",
+        type=Path,
+        nargs="+",
+        metavar="FILE",
+        help="images (.jpg, .png, other), .npy arrays or JSON instances",
+    )
+    add_tune_parser(commands)
+    return parser
+
+
+def add_tune_parser(commands: Any) -> None:
+    tune_parser = commands.add_parser(
+        "tune", help="local hyperparameter tuning over the SageMaker tuner's search space"
+    )
+    add_job_arguments(
+        tune_parser,
+        job_dir_help="where trials/, the shared feature_cache/ and the results go",
+        hp_help="a fixed hyperparameter for every trial (repeatable)",
+    )
+    tune_parser.add_argument(
+        "--trials", type=int, default=8, help="training jobs to run (default: 8)"
+    )
+    tune_parser.add_argument(
+        "--parallel", type=int, default=1, help="jobs at once (default: 1; each job uses all cores)"
+    )
+    tune_parser.add_argument(
+        "--objective",
+        choices=sorted(OBJECTIVES),
+        default="valid_accuracy",
+        help="what to optimise (default: valid_accuracy)",
+    )
+    tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        hyperparameters = hyperparameter_flags(getattr(args, "hp", []))
+    except ValueError as error:
+        parser.error(str(error))
+    if args.command == "train":
+        return processes.train(args.data, args.job_dir, hyperparameters)
+    if args.command == "serve":
+        with tempfile.TemporaryDirectory(prefix="local-serve-") as base_dir:
+            return processes.serve(args.model_dir, args.port, Path(base_dir))
+    if args.command == "invoke":
+        return client.invoke(args.port, args.files)
+    if args.command == "tune":
+        from launch.local.tuning import tune  # noqa: PLC0415 - imports optuna
+
+        return tune(
+            args.data,
+            args.job_dir,
+            args.trials,
+            args.parallel,
+            args.objective,
+            hyperparameters,
+            args.seed,
+        )
+    raise AssertionError(args.command)

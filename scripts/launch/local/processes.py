@@ -1,0 +1,135 @@
+"""`train` and `serve` as processes, started the way SageMaker starts the containers.
+
+The commands are the console scripts installed next to this Python (the images install
+the same packages); SAGEMAKER_BASE_DIR points them at a folder laid out like /opt/ml.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO, Any
+
+from launch.local import client
+from launch.local.jobdir import layout_job_dir, layout_serving_dir
+from serving.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV
+
+DEFAULT_SERVE_PORT = 8080
+
+
+def installed_command(name: str) -> str:
+    """A console script of this environment (`train`, `serve`)."""
+    return str(Path(sys.executable).with_name(name))
+
+
+def training_environment(job_dir: Path) -> dict[str, str]:
+    return {**os.environ, BASE_DIR_ENV: str(job_dir.resolve()), "PYTHONUNBUFFERED": "1"}
+
+
+def run_training(
+    data: Path, job_dir: Path, hyperparameters: dict[str, str], **popen: Any
+) -> subprocess.CompletedProcess[Any]:
+    """One training job in JOB_DIR on DATA's channels; `popen` goes to subprocess.run."""
+    layout_job_dir(job_dir, data, hyperparameters)
+    return subprocess.run(
+        [installed_command("train")], env=training_environment(job_dir), check=False, **popen
+    )
+
+
+def train(data: Path, job_dir: Path, hyperparameters: dict[str, str]) -> int:
+    """Run one training job, its log streaming to this terminal; returns its exit code."""
+    for required in ("train", "valid"):
+        if not (data / required).is_dir():
+            print(f"note: {data / required} is missing; the job will report it", file=sys.stderr)
+    return run_training(data, job_dir, hyperparameters).returncode
+
+
+def free_port() -> int:
+    """A free TCP port below 32767, the highest multi-model-server 1.1 accepts."""
+    for _ in range(200):
+        port = random.randint(20000, 32000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found between 20000 and 32000")
+
+
+def serving_environment(base_dir: Path, port: int) -> dict[str, str]:
+    return {
+        **os.environ,
+        BASE_DIR_ENV: str(base_dir.resolve()),
+        BIND_TO_PORT_ENV: str(port),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
+def start_server(
+    model_dir: Path,
+    base_dir: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    log_file: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """Start `serve` for model_dir in the background; its log goes to log_file or here."""
+    layout_serving_dir(model_dir, base_dir)
+    return subprocess.Popen(
+        [installed_command("serve")],
+        env={**serving_environment(base_dir, port), **(env or {})},
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+    )
+
+
+def wait_until_ready(
+    port: int, process: subprocess.Popen[bytes], log_path: Path | None = None, timeout: float = 300
+) -> None:
+    """Wait until the server classifies an image; raise if `serve` exits or times out.
+
+    A classification, not /ping alone: multi-model-server answers /ping before its
+    workers have loaded the model.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited with code {process.returncode}{tail(log_path)}")
+        if client.ping(port) and client.probe(port, timeout=max(1.0, deadline - time.monotonic())):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"serve was not ready within {timeout:.0f} s{tail(log_path)}")
+
+
+def tail(log_path: Path | None, lines: int = 30) -> str:
+    if log_path is None:
+        return ""
+    return ":\n" + "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def stop_server(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
+    """SIGTERM, as SageMaker stops a container; SIGKILL only if `serve` overruns."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
+
+
+def serve(model_dir: Path, port: int, base_dir: Path) -> int:
+    """Run `serve` in the foreground until Ctrl-C or SIGTERM; returns its exit code."""
+    process = start_server(model_dir, base_dir, port)
+    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
+    try:
+        return process.wait()
+    except KeyboardInterrupt:  # the terminal sent SIGINT to `serve` as well
+        return stop_server(process)
