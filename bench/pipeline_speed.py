@@ -23,23 +23,18 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 import torchvision
+from photos import add_data_argument, missing
 from torch import nn
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "container_train"))
-
-from photos import add_data_argument, missing  # noqa: E402
-
-from trainer.data import Channel, ImageDataset, scan_channel  # noqa: E402
-from trainer.engine import ImageFeatures, backbone_features  # noqa: E402
-from trainer.hyperparameters import default_num_workers  # noqa: E402
-from trainer.model import build_backbone  # noqa: E402
-from trainer.preprocessing import Preprocessing, eval_transform  # noqa: E402
-from trainer.runtime import Runtime, select_runtime  # noqa: E402
+from model_artifact.preprocessing import Preprocessing, eval_transform
+from trainer.data import Channel, ImageDataset, scan_channel
+from trainer.engine import ImageFeatures, backbone_features
+from trainer.hyperparameters import default_num_workers
+from trainer.model import build_backbone
+from trainer.runtime import Runtime, select_runtime
 
 
 def synchronize(device: torch.device) -> None:

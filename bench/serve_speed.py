@@ -22,7 +22,6 @@ import statistics
 import sys
 import threading
 import time
-import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +30,12 @@ import numpy as np
 import torch
 from PIL import Image
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(REPO_ROOT / "scripts"), str(REPO_ROOT / "container_train")]
-
-import local  # noqa: E402
-from synthetic_images import make_dataset  # noqa: E402
-
-from trainer.preprocessing import Preprocessing, eval_transform, open_rgb  # noqa: E402
+from launch.local import processes
+from launch.synthetic_images import make_dataset
+from model_artifact.config import read_config
+from model_artifact.preprocessing import eval_transform, open_rgb
+from model_artifact.torchscript import load_model
+from trainer.contract import TrainingPaths
 
 IMAGE_SIZE = (500, 375)  # the classic cats-vs-dogs photo size
 
@@ -65,9 +63,9 @@ def photo_like_jpeg(size: tuple[int, int] = IMAGE_SIZE) -> bytes:
 def train_bench_model(work_dir: Path) -> Path:
     data = make_dataset(work_dir / "data", per_class=4)
     hyperparameters = {"pretrained": "false", "image_size": "224", "epochs": "1"}
-    if local.train(data, work_dir / "job", hyperparameters) != 0:
+    if processes.train(data, work_dir / "job", hyperparameters) != 0:
         raise SystemExit("training the benchmark model failed")
-    return work_dir / "job" / "model"
+    return TrainingPaths(work_dir / "job").model_dir
 
 
 def percentiles(seconds: Sequence[float], wall_s: float) -> Timing:
@@ -91,11 +89,9 @@ def time_calls(call: Callable[[], object], count: int) -> Timing:
 
 def in_process_calls(model_dir: Path, jpeg: bytes) -> dict[str, Callable[[], object]]:
     """The same artifact and preprocessing without HTTP: the floor the server adds to."""
-    config = json.loads((model_dir / "model_config.json").read_text())
-    transform = eval_transform(Preprocessing.from_dict(config["preprocessing"]))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        network = torch.jit.load(str(model_dir / config["model_file"]), map_location="cpu")
+    config = read_config(model_dir)
+    transform = eval_transform(config.preprocessing)
+    network = load_model(model_dir, config)
     batch = transform(open_rgb(jpeg))[None]
 
     def forward() -> None:
@@ -164,14 +160,14 @@ def bench_setup(
     both see the same load on a shared machine; medians over the runs."""
     torch.set_num_threads(threads)  # what `serve` gives each worker
     calls = in_process_calls(model_dir, jpeg)
-    port = local.free_port()
+    port = processes.free_port()
     log_path = args.work_dir / f"serve-{workers}w.log"
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": str(workers)}
     with log_path.open("wb") as log_file:
-        server = local.start_server(model_dir, args.work_dir / "serve", port, env, log_file)
+        server = processes.start_server(model_dir, args.work_dir / "serve", port, env, log_file)
     runs: dict[str, list[Timing]] = {"forward": [], "in_process": [], "1": [], "4": []}
     try:
-        local.wait_until_ready(port, server, log_path)
+        processes.wait_until_ready(port, server, log_path)
         http_timing(port, jpeg, clients=workers, per_client=10)  # warm up every worker
         for _ in range(args.runs):
             for name, call in calls.items():
@@ -180,7 +176,7 @@ def bench_setup(
                 timing = http_timing(port, jpeg, clients, max(1, args.requests // clients))
                 runs[str(clients)].append(timing)
     finally:
-        local.stop_server(server)
+        processes.stop_server(server)
     return {name: median_timing(timings) for name, timings in runs.items()}
 
 

@@ -25,11 +25,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import datasets, models, transforms
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "container_train"))
-
 # The same preprocessing numbers as the job's: the bench compares loops, not inputs.
-from trainer.preprocessing import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD  # noqa: E402
+from model_artifact.preprocessing import CROP_RATIO, IMAGENET_MEAN, IMAGENET_STD
 
 
 def loader(

@@ -28,12 +28,9 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT / "scripts"))
-sys.path.insert(0, str(REPO_ROOT / "container_train"))
+from photos import add_data_argument, missing
 
-from photos import add_data_argument, missing  # noqa: E402
-from tuning import run_trial  # noqa: E402
+from launch.local.tuning import run_trial
 
 JOBS = ("textbook", "cache_off", "project", "tuning")
 
@@ -48,7 +45,7 @@ def timed(job: Callable[[], tuple[int, str]], name: str) -> float:
 
 
 def textbook_job(data: Path, out: Path, epochs: int, image_size: int) -> tuple[int, str]:
-    command = [sys.executable, str(REPO_ROOT / "bench" / "textbook_loop.py")]
+    command = [sys.executable, str(Path(__file__).with_name("textbook_loop.py"))]
     arguments = ["--data", str(data), "--out", str(out), "--epochs", str(epochs)]
     arguments += ["--image-size", str(image_size)]
     completed = subprocess.run([*command, *arguments], capture_output=True, text=True, check=False)

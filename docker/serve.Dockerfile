@@ -60,8 +60,12 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}"; \
     fi \
  && pip install -r requirements.txt -c constraints.txt \
- && pip check \
  && rm -rf /opt/venv/lib/python3.*/site-packages/torch/include
+# This project's packages (the `serve` command among them), nothing else resolved.
+COPY artifact /tmp/packages/artifact
+COPY container_serve /tmp/packages/container_serve
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /tmp/packages/artifact /tmp/packages/container_serve \
+ && pip check
 
 # ---- runtime ----
 FROM ${CPU_BASE_IMAGE} AS base-cpu
@@ -86,14 +90,9 @@ RUN mkdir -p /usr/share/man/man1 \
       --shell /usr/sbin/nologin model-server
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
-# The handler, and the training package's preprocessing so both sides prepare images alike.
-COPY container_train/trainer/__init__.py container_train/trainer/preprocessing.py /opt/program/trainer/
-COPY container_serve/serving /opt/program/serving
-COPY --chmod=755 container_serve/serve /usr/local/bin/serve
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONPATH=/opt/program \
     SAGEMAKER_BASE_DIR=/opt/ml \
     SAGEMAKER_BIND_TO_PORT=8080 \
     SAGEMAKER_MODEL_SERVER_TIMEOUT=60 \

@@ -1,6 +1,6 @@
 # syntax=docker/dockerfile:1
-# Training image. SageMaker runs `docker run IMAGE train`; `train` is sagemaker-training's
-# console command, which calls SAGEMAKER_TRAINING_MODULE (trainer.job:main).
+# Training image. SageMaker runs `docker run IMAGE train`; `train` is the trainer package's
+# command, which runs the training job through the sagemaker-training toolkit.
 #
 # Build from the repository root (.dockerignore keeps the context to what is copied here):
 #   docker build -f docker/train.Dockerfile -t image-classifier-train .
@@ -62,14 +62,16 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}" \
         "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}"; \
     fi \
- && pip install -r requirements.txt -c constraints.txt \
+ && pip install -r requirements.txt -c constraints.txt
+# This project's packages (the `train` command among them), nothing else resolved.
+COPY artifact /tmp/packages/artifact
+COPY container_train /tmp/packages/container_train
+RUN pip install --no-cache-dir --no-deps --no-build-isolation /tmp/packages/artifact /tmp/packages/container_train \
  && pip check
 
 # ---- weights: ResNet50 ImageNet weights baked in, so jobs run with network isolation ----
 FROM build AS weights
 ENV TORCH_HOME=/opt/torch
-COPY container_train/trainer /opt/program/trainer
-WORKDIR /opt/program
 RUN python -c "from trainer.model import fetch_pretrained_weights; print(fetch_pretrained_weights())"
 
 # ---- runtime ----
@@ -88,16 +90,13 @@ RUN apt-get update \
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv /opt/venv
 COPY --from=weights /opt/torch /opt/torch
-COPY container_train/trainer /opt/program/trainer
 # Runs as root: SageMaker mounts /opt/ml (model, output, checkpoints) owned by root, and the
 # job must write there.
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONPATH=/opt/program \
     TORCH_HOME=/opt/torch \
     SAGEMAKER_BASE_DIR=/opt/ml \
-    SAGEMAKER_TRAINING_MODULE=trainer.job:main \
     SMDEBUG_CONFIG_FILE_PATH=/opt/ml/input/config/debughookconfig.json
-WORKDIR /opt/program
+WORKDIR /opt/ml
 CMD ["train"]

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from aws_emulator import emulator_env, moto_server
+
+from support.aws_emulator import emulator_env, moto_server
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTOS_ENV = "CATSDOGS_DIR"

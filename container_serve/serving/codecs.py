@@ -85,17 +85,17 @@ def decode_npy(body: bytes) -> list[Image.Image]:
         raise BadRequestError(f"npy arrays must have dtype uint8, got {dtype}")
     if len(shape) not in (3, 4) or shape[-1] != 3:
         raise BadRequestError(f"npy arrays must be H x W x 3 or N x H x W x 3, got {shape}")
+    height, width = shape[-3:-1]
+    if height * width > MAX_IMAGE_PIXELS or height == 0 or width == 0:
+        raise BadRequestError(
+            f"npy image is {width}x{height} pixels, outside 1..{MAX_IMAGE_PIXELS:,}"
+        )
+    _check_count(shape[0] if len(shape) == 4 else 1)
     data = body[stream.tell() :]
     if len(data) != math.prod(shape):
         raise BadRequestError(f"npy data holds {len(data)} bytes, its shape {shape} needs more")
     pixels = np.frombuffer(data, dtype=np.uint8).reshape(shape, order="F" if fortran_order else "C")
     batch = pixels if pixels.ndim == 4 else pixels[None]
-    _check_count(batch.shape[0])
-    height, width = batch.shape[1:3]
-    if height * width > MAX_IMAGE_PIXELS or height == 0 or width == 0:
-        raise BadRequestError(
-            f"npy image is {width}x{height} pixels, outside 1..{MAX_IMAGE_PIXELS:,}"
-        )
     return [Image.fromarray(np.ascontiguousarray(image)) for image in batch]
 
 

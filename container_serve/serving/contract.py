@@ -32,6 +32,7 @@ MODEL_SERVER_VMARGS_ENV = parameters.MODEL_SERVER_VMARGS
 # Set by `serve` for the worker processes; not part of SageMaker's contract.
 STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
 TORCH_THREADS_ENV = "OMP_NUM_THREADS"  # torch reads it; MMS workers default it to 1
+JAVA_HOME_ENV = "JAVA_HOME"  # where multi-model-server finds java when it is not on PATH
 # Linux limits unix socket paths (worker sockets, the management socket) to 107 bytes.
 MAX_UNIX_SOCKET_PATH = 107
 

@@ -117,7 +117,8 @@ def timed(phase: str) -> Iterator[None]:
     """Log how long each startup phase took (a slow start must be easy to place)."""
     started = time.perf_counter()
     yield
-    logger.info("%s: %.2f s", phase, time.perf_counter() - started)
+    seconds = time.perf_counter() - started
+    logger.info("%s: %.2f s", phase, seconds, extra={"phase": phase, "seconds": seconds})
 
 
 @contextmanager
@@ -139,7 +140,7 @@ def runtime_dir() -> Iterator[Path]:
 
 
 def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subprocess.Popen[bytes]:
-    if shutil.which("java") is None and not os.environ.get("JAVA_HOME"):
+    if shutil.which("java") is None and not os.environ.get(contract.JAVA_HOME_ENV):
         raise ServeFailedError(
             "multi-model-server needs a Java runtime: put java on PATH or set JAVA_HOME"
         )

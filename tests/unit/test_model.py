@@ -1,13 +1,7 @@
 import torch
 import torchvision
 
-from trainer.model import (
-    FEATURE_DIM,
-    ImageClassifier,
-    build_backbone,
-    build_head,
-    trainable_parameters,
-)
+from trainer.model import FEATURE_DIM, ImageClassifier, architecture, build_backbone, build_head
 
 
 def build_model(num_classes: int, hidden_units: int, dropout: float = 0.2) -> ImageClassifier:
@@ -24,7 +18,7 @@ def test_shapes_and_head_layout() -> None:
 
 def test_only_the_head_trains() -> None:
     model = build_model(num_classes=2, hidden_units=16)
-    trainable = {id(p) for p in trainable_parameters(model)}
+    trainable = {id(p) for p in model.parameters() if p.requires_grad}
     assert trainable == {id(p) for p in model.head.parameters()}
     assert not any(p.requires_grad for p in model.backbone.parameters())
 
@@ -52,3 +46,11 @@ def test_folding_batchnorm_keeps_the_backbone_function() -> None:
     assert expected.shape == folded.shape == (2, FEATURE_DIM)
     # The same function up to float rounding, relative to the size of the features.
     assert float((folded - expected).abs().max()) <= 1e-4 * float(expected.abs().max())
+
+
+def test_architecture_describes_what_is_built() -> None:
+    model = build_model(num_classes=3, hidden_units=32)
+    described = architecture(pretrained=False, hidden_units=32, dropout=0.2, num_classes=3)
+    linear = [m for m in model.head if isinstance(m, torch.nn.Linear)]
+    assert described["head"] == [linear[0].in_features, 32, linear[-1].out_features]
+    assert described["weights"] is None

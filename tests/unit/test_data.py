@@ -1,11 +1,11 @@
 from pathlib import Path
 
 import pytest
-from synthetic_images import make_image_folder
 
+from launch.synthetic_images import make_image_folder
+from model_artifact.preprocessing import Preprocessing, eval_transform
 from trainer.data import UNREADABLE, ImageDataset, check_unreadable, scan_channel
 from trainer.errors import ClientError
-from trainer.preprocessing import Preprocessing, eval_transform
 
 
 def test_classes_come_from_sorted_folders(tmp_path: Path) -> None:

@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from trainer.preprocessing import (
+from model_artifact.preprocessing import (
     Preprocessing,
     UnreadableImageError,
     eval_transform,

@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from serving import codecs, content_types
+from serving import codecs
 from serving.errors import (
     BadRequestError,
     NotAcceptableError,
     PayloadTooLargeError,
     UnsupportedMediaTypeError,
 )
-
-MAX_PIXELS = 1_000_000
 
 
 def image_bytes(fmt: str = "JPEG", size: tuple[int, int] = (40, 30), mode: str = "RGB") -> bytes:
@@ -63,20 +61,20 @@ def b64_instances(*payloads: bytes) -> bytes:
     ],
 )
 def test_image_bodies_decode_to_one_rgb_image(content_type: str, fmt: str) -> None:
-    [image] = codecs.decode(image_bytes(fmt, mode="L"), content_type, MAX_PIXELS)
+    [image] = codecs.decode(image_bytes(fmt, mode="L"), content_type)
     assert (image.mode, image.size) == ("RGB", (40, 30))
 
 
 def test_json_instances_decode_in_order() -> None:
     body = b64_instances(image_bytes("PNG", (10, 10)), image_bytes("JPEG", (20, 10)))
-    images = codecs.decode(body, "application/json", MAX_PIXELS)
+    images = codecs.decode(body, "application/json")
     assert [image.size for image in images] == [(10, 10), (20, 10)]
 
 
 def test_npy_single_image_and_batch() -> None:
     pixels = np.random.default_rng(0).integers(0, 256, (2, 8, 6, 3), dtype=np.uint8)
-    [single] = codecs.decode(npy_bytes(pixels[0]), "application/x-npy", MAX_PIXELS)
-    batch = codecs.decode(npy_bytes(pixels), "application/x-npy", MAX_PIXELS)
+    [single] = codecs.decode(npy_bytes(pixels[0]), "application/x-npy")
+    batch = codecs.decode(npy_bytes(pixels), "application/x-npy")
     assert np.array_equal(np.asarray(single), pixels[0])
     assert [np.array_equal(np.asarray(image), pixels[i]) for i, image in enumerate(batch)] == [
         True,
@@ -86,15 +84,24 @@ def test_npy_single_image_and_batch() -> None:
 
 def test_npy_in_fortran_order_keeps_its_pixels() -> None:
     pixels = np.asfortranarray(np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3))
-    [image] = codecs.decode(npy_bytes(pixels), "application/x-npy", MAX_PIXELS)
+    [image] = codecs.decode(npy_bytes(pixels), "application/x-npy")
     assert np.array_equal(np.asarray(image), pixels)
 
 
 @pytest.mark.parametrize("content_type", [None, "", "text/plain", "image/gif", "text/csv"])
 def test_unsupported_content_type_is_415(content_type: str | None) -> None:
     with pytest.raises(UnsupportedMediaTypeError) as raised:
-        codecs.decode(image_bytes(), content_type, MAX_PIXELS)
+        codecs.decode(image_bytes(), content_type)
     assert raised.value.status_code == 415
+
+
+def npy_claiming(height: int, width: int) -> bytes:
+    """An .npy header declaring height x width x 3 uint8 pixels, followed by 3 bytes."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "|u1", "fortran_order": False, "shape": (height, width, 3)}
+    )
+    return buffer.getvalue() + b"\0" * 3
 
 
 BAD_BODIES = {
@@ -120,7 +127,7 @@ BAD_BODIES = {
     "npy gray": ("application/x-npy", npy_bytes(np.zeros((4, 4), dtype=np.uint8))),
     "npy 4 channels": ("application/x-npy", npy_bytes(np.zeros((4, 4, 4), dtype=np.uint8))),
     "npy truncated": ("application/x-npy", npy_bytes(np.zeros((4, 4, 3), dtype=np.uint8))[:-5]),
-    "npy too many pixels": ("application/x-npy", npy_bytes(np.zeros((1001, 1000, 3), np.uint8))),
+    "npy too many pixels": ("application/x-npy", npy_claiming(7_000, 7_000)),
 }
 
 
@@ -128,29 +135,27 @@ BAD_BODIES = {
 def test_bad_bodies_are_400_with_a_one_line_reason(case: str) -> None:
     content_type, body = BAD_BODIES[case]
     with pytest.raises(BadRequestError) as raised:
-        codecs.decode(body, content_type, MAX_PIXELS)
+        codecs.decode(body, content_type)
     assert raised.value.status_code == 400
     assert "\n" not in raised.value.message and "Traceback" not in raised.value.message
 
 
 def test_npy_header_declaring_a_huge_array_is_rejected_before_allocating() -> None:
-    header = npy_bytes(np.zeros((1, 1, 3), dtype=np.uint8))[:-3]
-    huge = header.replace(b"(1, 1, 3)", b"(9999999, 9999, 3)".ljust(len(b"(1, 1, 3)")))
-    assert huge != header
+    huge = npy_claiming(9_999_999, 9_999)
     with pytest.raises(BadRequestError):
-        codecs.decode(huge + b"\0" * 3, "application/x-npy", 10**12)
+        codecs.decode(huge, "application/x-npy")
 
 
 def test_reasons_do_not_show_object_addresses() -> None:
     with pytest.raises(BadRequestError) as raised:
-        codecs.decode(b"plain text", "image/jpeg", MAX_PIXELS)
+        codecs.decode(b"plain text", "image/jpeg")
     assert "0x" not in raised.value.message
     assert "cannot identify image file the bytes" in raised.value.message
 
 
 def test_bomb_reason_names_the_pixel_limit() -> None:
     with pytest.raises(BadRequestError, match="over the limit"):
-        codecs.decode(png_claiming(2_000, 1_000), "image/png", MAX_PIXELS)
+        codecs.decode(png_claiming(7_000, 7_000), "image/png")
 
 
 def test_too_many_images_in_one_request_is_413() -> None:
@@ -159,7 +164,7 @@ def test_too_many_images_in_one_request_is_413() -> None:
     npy_body = npy_bytes(np.zeros((count, 2, 2, 3), dtype=np.uint8))
     for content_type, body in (("application/json", json_body), ("application/x-npy", npy_body)):
         with pytest.raises(PayloadTooLargeError) as raised:
-            codecs.decode(body, content_type, MAX_PIXELS)
+            codecs.decode(body, content_type)
         assert raised.value.status_code == 413
 
 
@@ -225,7 +230,3 @@ def test_top_k_comes_from_custom_attributes(attributes: str | None, expected: in
 def test_bad_top_k_is_400(attributes: str) -> None:
     with pytest.raises(BadRequestError):
         codecs.parse_top_k(attributes, num_classes=3)
-
-
-def test_response_types_match_the_encoders() -> None:
-    assert set(content_types.RESPONSE_TYPES) == set(codecs.ENCODERS)

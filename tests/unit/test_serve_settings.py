@@ -1,31 +1,16 @@
-"""The serving environment contract, the artifact check and the model server's config."""
+"""The serving environment contract and the model server's config."""
 
 from __future__ import annotations
 
-import json
+import logging
 import sys
+import time
 from pathlib import Path
 
 import pytest
-from sagemaker_inference import parameters
 
 from serving import contract, entry, server, state
-from serving.artifact import read_model_config
-from serving.errors import ModelLoadError, ServeConfigError
-
-REPO_ROOT = Path(__file__).resolve().parent.parent
-
-
-def test_env_names_are_the_toolkits() -> None:
-    assert contract.BASE_DIR_ENV == parameters.BASE_PATH_ENV
-    assert contract.BIND_TO_PORT_ENV == parameters.BIND_TO_PORT_ENV
-    assert contract.MODEL_SERVER_WORKERS_ENV == parameters.MODEL_SERVER_WORKERS_ENV
-    assert contract.MODEL_SERVER_TIMEOUT_ENV == parameters.MODEL_SERVER_TIMEOUT_ENV
-    assert contract.MODEL_SERVER_TIMEOUT_SECONDS_ENV == parameters.MODEL_SERVER_TIMEOUT_SECONDS_ENV
-    assert contract.MAX_PAYLOAD_ENV == parameters.MAX_REQUEST_SIZE
-    assert contract.DEFAULT_ACCEPT_ENV == parameters.DEFAULT_INVOCATIONS_ACCEPT_ENV
-    assert contract.STARTUP_TIMEOUT_ENV == parameters.STARTUP_TIMEOUT_ENV
-    assert contract.MODEL_SERVER_VMARGS_ENV == parameters.MODEL_SERVER_VMARGS
+from serving.errors import ServeConfigError
 
 
 def test_defaults_fit_a_small_cpu_instance() -> None:
@@ -91,56 +76,6 @@ def test_bad_values_name_the_variable(name: str, value: str) -> None:
         contract.read_settings({name: value}, cores=2)
 
 
-def write_config(model_dir: Path, **overrides: object) -> Path:
-    model_dir.mkdir(parents=True, exist_ok=True)
-    (model_dir / "model.pt").write_bytes(b"not checked here")
-    values = {
-        "format_version": 1,
-        "model_file": "model.pt",
-        "classes": ["cat", "dog"],
-        "preprocessing": {"image_size": 32},
-        **overrides,
-    }
-    (model_dir / "model_config.json").write_text(json.dumps(values))
-    return model_dir
-
-
-def test_artifact_config_is_read(tmp_path: Path) -> None:
-    config = read_model_config(write_config(tmp_path / "model"))
-    assert config.classes == ("cat", "dog")
-    assert config.model_path == tmp_path / "model" / "model.pt"
-    assert config.preprocessing == {"image_size": 32}
-
-
-@pytest.mark.parametrize(
-    ("overrides", "reason"),
-    [
-        ({"format_version": 2}, "format_version"),
-        ({"model_file": "../model.pt"}, "model_file"),
-        ({"model_file": "missing.pt"}, "missing"),
-        ({"classes": []}, "classes"),
-        ({"classes": ["cat", "cat"]}, "duplicates"),
-        ({"classes": ["cat", 3]}, "classes"),
-        ({"preprocessing": None}, "preprocessing"),
-    ],
-)
-def test_bad_artifact_configs_give_a_reason(
-    tmp_path: Path, overrides: dict[str, object], reason: str
-) -> None:
-    with pytest.raises(ModelLoadError, match=reason):
-        read_model_config(write_config(tmp_path / "model", **overrides))
-
-
-def test_missing_or_unreadable_artifacts_give_a_reason(tmp_path: Path) -> None:
-    with pytest.raises(ModelLoadError, match="does not exist"):
-        read_model_config(tmp_path / "nowhere")
-    with pytest.raises(ModelLoadError, match=r"model_config\.json is missing"):
-        read_model_config(tmp_path)
-    (tmp_path / "model_config.json").write_text("{broken")
-    with pytest.raises(ModelLoadError, match="not readable JSON"):
-        read_model_config(tmp_path)
-
-
 def test_model_server_config(tmp_path: Path) -> None:
     settings = contract.read_settings(
         {"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cores=4
@@ -157,27 +92,15 @@ def test_model_server_config(tmp_path: Path) -> None:
     assert properties["decode_input_request"] == "false"
 
 
-def test_model_server_env_isolates_each_server(tmp_path: Path) -> None:
+def test_model_server_env_isolates_each_server(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PYTHONPATH", raising=False)
     settings = contract.read_settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cores=4)
     env = server.model_server_env(settings, tmp_path)
     assert env["TMPDIR"] == env["TEMP"] == env[contract.STATE_DIR_ENV] == str(tmp_path)
     assert env["OMP_NUM_THREADS"] == "2"
-    roots = env["PYTHONPATH"].split(":")
-    assert str(REPO_ROOT / "container_serve") in roots
-    assert str(REPO_ROOT / "container_train") in roots
-
-
-def test_import_roots_are_the_package_parents() -> None:
-    assert server.import_root("serving") == REPO_ROOT / "container_serve"
-    assert server.import_root("trainer.preprocessing") == REPO_ROOT / "container_train"
-    with pytest.raises(server.ServeFailedError, match="PYTHONPATH"):
-        server.import_root("no_such_package_here")
-
-
-def test_serve_script_is_executable_python(repo_root: Path) -> None:
-    script = repo_root / "container_serve" / "serve"
-    assert script.stat().st_mode & 0o111
-    assert script.read_text().startswith("#!/usr/bin/env python3\n")
+    assert "PYTHONPATH" not in env  # workers import the installed serving package
 
 
 def test_runtime_dir_is_private_and_removed(
@@ -218,7 +141,14 @@ def test_an_entry_point_import_failure_is_reported(
 ) -> None:
     monkeypatch.setenv(contract.STATE_DIR_ENV, str(tmp_path))
     monkeypatch.setattr(entry, "_handle", None)
-    monkeypatch.setitem(sys.modules, "serving.handler_service", None)  # import fails
+    monkeypatch.setitem(sys.modules, "serving.handler", None)  # import fails
     with pytest.raises(ImportError):
         entry.handle(None, object())
     assert "cannot import the handler" in (state.load_failure(tmp_path) or "")
+
+
+def test_each_startup_phase_is_timed(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="serve"), server.timed("load the model"):
+        time.sleep(0.02)
+    [record] = [r for r in caplog.records if getattr(r, "phase", None) == "load the model"]
+    assert record.seconds >= 0.02  # type: ignore[attr-defined]

@@ -1,0 +1,1 @@
+"""Helpers the tests share: job folders, server processes, the AWS emulator, Dockerfiles."""

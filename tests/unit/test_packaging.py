@@ -1,0 +1,106 @@
+"""The code is installed packages with entry points: no path tricks, no import cycles, and
+each package imports only what its layer may."""
+
+from __future__ import annotations
+
+import ast
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+# Package -> the folder that holds it.
+PACKAGES = {
+    "model_artifact": REPO_ROOT / "artifact",
+    "trainer": REPO_ROOT / "container_train",
+    "serving": REPO_ROOT / "container_serve",
+    "launch": REPO_ROOT / "scripts",
+}
+# What each package may import of this project (the images ship the first three apart).
+MAY_IMPORT = {
+    "model_artifact": set(),
+    "trainer": {"model_artifact"},
+    "serving": {"model_artifact"},
+    "launch": {"model_artifact", "trainer", "serving"},
+}
+COMMANDS = {
+    "train": "trainer.cli:main",
+    "serve": "serving.server:main",
+    "imgcls-local": "launch.local.cli:main",
+    "imgcls-cloud": "launch.cloud.cli:main",
+}
+
+
+def modules_of(package: str) -> dict[str, Path]:
+    root = PACKAGES[package]
+    return {
+        ".".join(path.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): path
+        for path in (root / package).rglob("*.py")
+    }
+
+
+def imports_of(path: Path) -> set[str]:
+    """Project modules imported at module level (not inside functions: those are lazy)."""
+    imported: set[str] = set()
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:  # the project uses no relative ones
+            imported.add(node.module)
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return {name for name in imported if name.split(".")[0] in PACKAGES}
+
+
+def test_commands_are_entry_points_of_the_installed_packages() -> None:
+    declared = {
+        (ep.name, ep.value) for ep in entry_points(group="console_scripts") if ep.name in COMMANDS
+    }
+    assert set(COMMANDS.items()) <= declared
+    # sagemaker-training declares a `train` too; this project's, installed after it, wins.
+    for command, target in COMMANDS.items():
+        module, _, function = target.partition(":")
+        script = Path(sys.executable).with_name(command).read_text()
+        assert f"from {module} import {function}" in script, command
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_packages_import_only_their_layer(package: str) -> None:
+    for module, path in modules_of(package).items():
+        others = {name.split(".")[0] for name in imports_of(path)} - {package}
+        assert others <= MAY_IMPORT[package], f"{module} imports {others}"
+
+
+def test_no_import_cycles() -> None:
+    modules = {name: path for package in PACKAGES for name, path in modules_of(package).items()}
+    graph = {
+        name: {imported for imported in imports_of(path) if imported in modules} - {name}
+        for name, path in modules.items()
+    }
+    visiting: list[str] = []
+    done: set[str] = set()
+
+    def visit(name: str) -> None:
+        assert name not in visiting, f"import cycle: {' -> '.join([*visiting, name])}"
+        if name in done:
+            return
+        visiting.append(name)
+        for imported in sorted(graph[name]):
+            visit(imported)
+        visiting.pop()
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name)
+
+
+def test_no_sys_path_edits_outside_the_tests() -> None:
+    folders = [*PACKAGES.values(), REPO_ROOT / "bench"]
+    edits = [
+        path.relative_to(REPO_ROOT).as_posix()
+        for folder in folders
+        for path in folder.rglob("*.py")
+        if "sys.path" in path.read_text()
+    ]
+    assert edits == []
