@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import io
-import json
 import os
 import statistics
 import sys
@@ -205,9 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     model_dir = args.model_dir or train_bench_model(args.work_dir)
     jpeg = args.image.read_bytes() if args.image else photo_like_jpeg()
     cores = len(os.sched_getaffinity(0))
-    input_size = json.loads((model_dir / "model_config.json").read_text())["preprocessing"]
+    image_size = read_config(model_dir).preprocessing.image_size
     print(
-        f"model {model_dir}, input {input_size['image_size']} px; {len(jpeg):,} byte JPEG "
+        f"model {model_dir}, input {image_size} px; {len(jpeg):,} byte JPEG "
         f"{Image.open(io.BytesIO(jpeg)).size}; {cores} cores; load average "
         f"{os.getloadavg()[0]:.1f}; medians of {args.runs} runs\n"
     )

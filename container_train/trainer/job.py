@@ -79,7 +79,7 @@ def run(paths: TrainingPaths) -> None:
     write_history(paths.output_data_dir, training.history)
     log.info(
         "model from epoch %d saved to %s (export check: max abs diff %.2e)",
-        training.best.epoch,
+        config.metrics["epoch"],
         paths.model_dir,
         written.export_check_max_abs_diff,
     )

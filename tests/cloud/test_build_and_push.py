@@ -21,7 +21,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = "build_and_push.sh"
 ACCOUNT = "123456789012"  # moto's account
 REGION = "us-east-1"  # emulator_env's region

@@ -8,12 +8,13 @@ import sys
 from pathlib import Path
 
 import boto3
-import cloud
 import pytest
-from cloud_data import SplitFractions, plan_split
-from synthetic_images import make_dataset, make_image_folder
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from launch.cloud import cli as cloud
+from launch.cloud.data import SplitFractions, plan_split
+from launch.synthetic_images import make_dataset, make_image_folder
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = ("upload", "tune", "train", "report", "deploy", "invoke", "cleanup")
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BUCKET = "launch-tests"
@@ -48,7 +49,7 @@ def test_every_subcommand_has_help() -> None:
         assert exited.value.code == 0
 
 
-def test_defaults_match_the_issue() -> None:
+def test_parser_defaults() -> None:
     parser = cloud.build_parser()
     train = parser.parse_args(["train"])
     assert train.instance_type == "ml.g4dn.xlarge"

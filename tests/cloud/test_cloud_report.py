@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
-import cloud
 import pytest
-from aws_emulator import emulator_env, moto_server
-from cloud_report import profiler_report_uri, rule_statuses
-from synthetic_images import make_dataset
-from training_jobs import run_training, write_debug_hook_config
 
+from launch.cloud import cli as cloud
+from launch.cloud.report import profiler_report_uri, rule_statuses
+from launch.synthetic_images import make_dataset
+from support.aws_emulator import emulator_env, moto_server
+from support.jobs import train_tiny, write_debug_hook_config
 from trainer.metrics import parse_metrics
 
 pytestmark = pytest.mark.contract
@@ -40,7 +40,7 @@ def trained_job(tmp_path_factory: pytest.TempPathFactory) -> TrainedJob:
     data = make_dataset(root / "data", per_class=8)
     job_dir = root / "job"
     tensors = write_debug_hook_config(job_dir)
-    completed = run_training(data, job_dir, batch_size="16")
+    completed = train_tiny(data, job_dir, batch_size="16")
     assert completed.returncode == 0, completed.stderr[-3000:]
     return TrainedJob(job_dir, tensors, parse_metrics(completed.stdout + completed.stderr))
 

@@ -15,11 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import boto3
-import cloud
 import pytest
-from aws_emulator import emulator_env, moto_server
-from synthetic_images import make_image_folder
 
+from launch.cloud import cli as cloud
+from launch.synthetic_images import make_image_folder
+from support.aws_emulator import emulator_env, moto_server
 from trainer.metrics import METRIC_DEFINITIONS
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from synthetic_images import make_dataset, make_image_folder
-from training_jobs import failure_reason, run_training, write_debug_hook_config
 
+from launch.synthetic_images import make_dataset, make_image_folder
+from model_artifact.preprocessing import Preprocessing, eval_transform, open_rgb
+from support.jobs import failure_reason, train_tiny, write_debug_hook_config
 from trainer.metrics import parse_metrics
-from trainer.preprocessing import Preprocessing, eval_transform, open_rgb
 
 pytestmark = pytest.mark.contract
 
@@ -28,7 +28,7 @@ def job(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str
     """One successful job with a test channel and a Debugger hook config; (job dir, log)."""
     job_dir = tmp_path_factory.mktemp("job")
     write_debug_hook_config(job_dir)
-    completed = run_training(data, job_dir, epochs="3", lr="0.01")
+    completed = train_tiny(data, job_dir, epochs="3", lr="0.01")
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return job_dir, completed.stdout + completed.stderr
 
@@ -159,7 +159,7 @@ def test_client_errors_fail_with_a_one_line_reason(
     reason: str,
 ) -> None:
     dataset = make_data(data, tmp_path / "data")
-    completed = run_training(dataset, tmp_path / "job", **hyperparameters)
+    completed = train_tiny(dataset, tmp_path / "job", **hyperparameters)
     assert completed.returncode != 0
     written = failure_reason(tmp_path / "job")
     assert reason in written
@@ -169,7 +169,7 @@ def test_client_errors_fail_with_a_one_line_reason(
 
 def test_pretrained_without_weights_names_the_fix(data: Path, tmp_path: Path) -> None:
     env = {**os.environ, "TORCH_HOME": str(tmp_path / "no-weights")}
-    completed = run_training(data, tmp_path / "job", env=env, pretrained="true")
+    completed = train_tiny(data, tmp_path / "job", env=env, pretrained="true")
     assert completed.returncode != 0
     written = failure_reason(tmp_path / "job")
     assert "ResNet50 ImageNet weights not found" in written

@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
-import local
 import pytest
 import torch
-from synthetic_images import make_dataset
-from training_jobs import TINY, run_training, train_command
 
-from trainer import job
-from trainer.contract import TrainingPaths
+from launch.local.jobdir import attach_feature_cache, layout_job_dir
+from launch.synthetic_images import make_dataset
+from support.jobs import TINY, history, start_training, train_tiny
+from trainer import features, job
+from trainer.checkpoint import CHECKPOINT_FILE
+from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 from trainer.engine import train_one_epoch
 from trainer.errors import ClientError
 
@@ -30,9 +29,9 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def _train_in_process(data: Path, job_dir: Path, **overrides: str) -> dict:
-    local.layout_job_dir(job_dir, data, {**TINY, **overrides})
+    layout_job_dir(job_dir, data, {**TINY, **overrides})
     job.run(TrainingPaths(job_dir))
-    return torch.load(job_dir / "checkpoints" / "checkpoint.pt", weights_only=True)
+    return torch.load(_checkpoint(job_dir), weights_only=True)
 
 
 def test_cached_features_train_the_same_head_as_the_textbook_loop(
@@ -53,71 +52,71 @@ def _logits(job_dir: Path, images: torch.Tensor) -> torch.Tensor:
 
 
 def test_trials_share_a_feature_cache_channel(
-    data: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     shared = tmp_path / "shared_cache"
-    shared.mkdir()
     for trial, lr in enumerate(("0.001", "0.01", "0.001")):
-        local.layout_job_dir(tmp_path / f"trial{trial}", data, {**TINY, "lr": lr})
-        (tmp_path / f"trial{trial}" / "input" / "data" / "feature_cache").symlink_to(shared)
+        layout_job_dir(tmp_path / f"trial{trial}", data, {**TINY, "lr": lr})
+        attach_feature_cache(tmp_path / f"trial{trial}", shared)
     job.run(TrainingPaths(tmp_path / "trial0"))
-    entries = sorted(path.name for path in shared.glob("*.pt"))
-    assert [name.split("-")[0] for name in entries] == ["backbone", "test", "train", "valid"]
-    stamps = {path: path.stat().st_mtime_ns for path in shared.glob("*.pt")}
+    filled = {path: path.stat().st_mtime_ns for path in shared.iterdir()}
+    assert filled
+
+    def must_not_run(*args: object) -> None:
+        raise AssertionError("a trial that finds the cache built a backbone or decoded images")
+
+    # Later trials find every channel and the backbone cached: no backbone is built, no
+    # image decoded, nothing written to the shared folder or to their own output.
+    monkeypatch.setattr(features, "build_backbone", must_not_run)
+    monkeypatch.setattr(features, "eval_transform", must_not_run)
     for trial in ("trial1", "trial2"):
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="trainer"):
-            job.run(TrainingPaths(tmp_path / trial))
-        assert "reusing the backbone" in caplog.text
-        assert "computed" not in caplog.text
-    assert {path: path.stat().st_mtime_ns for path in shared.glob("*.pt")} == stamps
-    assert not (tmp_path / "trial1" / "output" / "data" / "feature_cache").exists()
+        job.run(TrainingPaths(tmp_path / trial))
+        own = TrainingPaths(tmp_path / trial).output_data_dir / FEATURE_CACHE_CHANNEL
+        assert not own.exists()
+    assert {path: path.stat().st_mtime_ns for path in shared.iterdir()} == filled
     # Trial 2 repeats trial 0 from the cache alone (backbone included): the same model.
     images = torch.randn(4, 3, int(TINY["image_size"]), int(TINY["image_size"]))
     assert torch.equal(_logits(tmp_path / "trial0", images), _logits(tmp_path / "trial2", images))
-    assert _without_timing(tmp_path / "trial2") == _without_timing(tmp_path / "trial0")
+    assert history(tmp_path / "trial2") == history(tmp_path / "trial0")
+
+
+def _checkpoint(job_dir: Path) -> Path:
+    return TrainingPaths(job_dir).checkpoint_dir / CHECKPOINT_FILE
 
 
 def _checkpoint_epoch(job_dir: Path) -> int:
-    path = job_dir / "checkpoints" / "checkpoint.pt"
+    path = _checkpoint(job_dir)
     return int(torch.load(path, weights_only=True)["epoch"]) if path.exists() else 0
-
-
-def _without_timing(job_dir: Path) -> list[dict]:
-    history = json.loads((job_dir / "output" / "data" / "metrics.json").read_text())
-    return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
 
 
 def test_a_killed_job_resumes_and_ends_like_an_uninterrupted_one(
     data: Path, tmp_path: Path
 ) -> None:
     # The textbook loop makes each epoch take long enough to kill the job between two.
-    settings = {**TINY, "epochs": "4", "feature_cache": "off", "image_size": "96"}
+    settings = {"epochs": "4", "feature_cache": "off", "image_size": "96"}
     interrupted = tmp_path / "interrupted"
-    process = subprocess.Popen(
-        train_command(data, interrupted, settings),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    process = start_training(data, interrupted, **settings)
     deadline = time.monotonic() + 300
     while _checkpoint_epoch(interrupted) < 1:
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint written"
         time.sleep(0.01)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
-    assert _checkpoint_epoch(interrupted) < 4
-    assert not (interrupted / "output" / "success").exists()
+    checkpoint = torch.load(_checkpoint(interrupted), weights_only=True)
+    assert checkpoint["epoch"] < 4
+    assert not TrainingPaths(interrupted).success_file.exists()
 
-    resumed = run_training(data, interrupted, **settings)
+    resumed = train_tiny(data, interrupted, **settings)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from" in resumed.stdout + resumed.stderr
+    # The epochs done before the kill come from the checkpoint, timings included: the rerun
+    # resumed instead of starting over.
+    done_before = checkpoint["history"]
+    rows = json.loads((TrainingPaths(interrupted).output_data_dir / "metrics.json").read_text())
+    assert rows[: len(done_before)] == done_before
 
     clean = tmp_path / "clean"
-    assert run_training(data, clean, **settings).returncode == 0
-    for resumed_row, clean_row in zip(
-        _without_timing(interrupted), _without_timing(clean), strict=True
-    ):
+    assert train_tiny(data, clean, **settings).returncode == 0
+    for resumed_row, clean_row in zip(history(interrupted), history(clean), strict=True):
         assert resumed_row == pytest.approx(clean_row)
     resumed_config = json.loads((interrupted / "model" / "model_config.json").read_text())
     clean_config = json.loads((clean / "model" / "model_config.json").read_text())

@@ -21,7 +21,7 @@ TINY = {
 }
 
 
-def train(
+def train_tiny(
     data: Path, job_dir: Path, env: dict[str, str] | None = None, **overrides: str
 ) -> subprocess.CompletedProcess[str]:
     """A TINY job (with `overrides`), its output captured."""
