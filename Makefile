@@ -11,7 +11,7 @@ PIP := $(BIN)/pip --quiet --disable-pip-version-check
 DATA ?=
 DEMO_DIR ?= build/demo
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test test-images lint demo bench clean
 
 venv: $(VENV)/.installed
 
@@ -29,10 +29,15 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint docker/*.Dockerfile
-	$(BIN)/shellcheck *.sh .ci/run
+	$(BIN)/shellcheck *.sh docker/*.sh .ci/run
 
 test: lint
 	$(BIN)/pytest
+
+# Both images built from docker/ on a private Docker engine, and the container tests run
+# against them (Debian 12, as root, about 26 GB of disk): see docs/images.md.
+test-images: venv
+	docker/test-images.sh $(BIN)/pytest -m images
 
 demo: venv
 	$(BIN)/python -m launch.demo --work-dir $(DEMO_DIR) $(if $(DATA),--data $(DATA))
