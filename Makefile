@@ -37,7 +37,7 @@ test: lint
 # Both images built from docker/ on a private Docker engine, and the container tests run
 # against them (Debian 12, as root, about 26 GB of disk): see docs/images.md.
 test-images: venv
-	docker/test-images.sh $(BIN)/pytest -m images
+	docker/test-images.sh $(BIN)/pytest -m images --durations=10
 
 demo: venv
 	$(BIN)/python -m launch.demo --work-dir $(DEMO_DIR) $(if $(DATA),--data $(DATA))

@@ -43,11 +43,13 @@ install_packages() {
     chmod 755 /usr/sbin/policy-rc.d
     made_policy=true
   fi
-  local status=0
+  local status=0 log
+  log=$(mktemp)
   { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-    --no-install-recommends "${missing[@]}" >/dev/null; } || status=$?
+    --no-install-recommends "${missing[@]}"; } >"$log" 2>&1 || status=$?
   if $made_policy; then rm -f /usr/sbin/policy-rc.d; fi
-  [[ $status -eq 0 ]] || fail "apt-get could not install ${missing[*]}"
+  [[ $status -eq 0 ]] || fail "apt-get could not install ${missing[*]}: $(tail -n 1 "$log")"
+  rm -f "$log"
 }
 
 start_daemon() { # STATE_DIR

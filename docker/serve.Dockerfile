@@ -77,6 +77,9 @@ WORKDIR /tmp/requirements
 # (2.x.y+cpu satisfies ==2.x.y); every other package still resolves from PyPI under
 # constraints.txt, and a cpu build pulls in no CUDA wheel.
 # torch's C++ headers (about 60 MB) only serve compiling extensions: dropped.
+# The CUDA libraries of the nvidia-* wheels, half the venv, move to /opt/venv-cuda (a link
+# stays in their place) and ship as a layer of their own: engines and registries compress,
+# upload and download the layers of an image side by side.
 RUN --mount=type=cache,target=/root/.cache/pip \
     case "${VARIANT}" in \
       cpu) flavor=cpu ;; \
@@ -89,7 +92,11 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}"; \
     fi \
  && pip install -r requirements.txt -c constraints.txt \
- && rm -rf /opt/venv/lib/python3.*/site-packages/torch/include
+ && rm -rf /opt/venv/lib/python3.*/site-packages/torch/include \
+ && mkdir -p /opt/venv-cuda \
+ && for wheels in /opt/venv/lib/python3.*/site-packages/nvidia; do \
+      if [ -d "${wheels}" ]; then mv "${wheels}" /opt/venv-cuda/ && ln -s /opt/venv-cuda/nvidia "${wheels}"; fi; \
+    done
 # This project's packages (the `serve` command among them), nothing else resolved.
 COPY artifact /tmp/packages/artifact
 COPY container_serve /tmp/packages/container_serve
@@ -124,6 +131,7 @@ RUN python_packages="" \
  && useradd --system --uid 10001 --user-group --create-home --home-dir /home/model-server \
       --shell /usr/sbin/nologin model-server
 COPY --from=build /opt/python /opt/python
+COPY --from=build /opt/venv-cuda /opt/venv-cuda
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \

@@ -81,6 +81,9 @@ COPY container_train/requirements.txt constraints.txt /tmp/requirements/
 # (2.x.y+cpu satisfies ==2.x.y); every other package still resolves from PyPI under
 # constraints.txt, and a cpu build pulls in no CUDA wheel.
 WORKDIR /tmp/requirements
+# The CUDA libraries of the nvidia-* wheels, half the venv, move to /opt/venv-cuda (a link
+# stays in their place) and ship as a layer of their own: engines and registries compress,
+# upload and download the layers of an image side by side.
 RUN --mount=type=cache,target=/root/.cache/pip \
     case "${VARIANT}" in \
       cpu) flavor=cpu ;; \
@@ -92,7 +95,11 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}" \
         "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}"; \
     fi \
- && pip install -r requirements.txt -c constraints.txt
+ && pip install -r requirements.txt -c constraints.txt \
+ && mkdir -p /opt/venv-cuda \
+ && for wheels in /opt/venv/lib/python3.*/site-packages/nvidia; do \
+      if [ -d "${wheels}" ]; then mv "${wheels}" /opt/venv-cuda/ && ln -s /opt/venv-cuda/nvidia "${wheels}"; fi; \
+    done
 # This project's packages (the `train` command among them), nothing else resolved.
 COPY artifact /tmp/packages/artifact
 COPY container_train /tmp/packages/container_train
@@ -131,6 +138,7 @@ RUN python_packages="" \
  && apt-get install -y --no-install-recommends ca-certificates ${python_packages} \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=build /opt/python /opt/python
+COPY --from=build /opt/venv-cuda /opt/venv-cuda
 COPY --from=build /opt/venv /opt/venv
 COPY --from=weights /opt/torch /opt/torch
 # Runs as root: SageMaker mounts /opt/ml (model, output, checkpoints) owned by root, and the

@@ -62,3 +62,13 @@ def test_the_image_grew_at_most_10_percent_over_its_recorded_size(name: str) -> 
 def test_the_training_image_is_under_sagemakers_limit() -> None:
     size = containers.image_size(containers.image_from_env(containers.TRAIN_IMAGE_ENV))
     assert size < SAGEMAKER_LIMIT_BYTES
+
+
+@pytest.mark.parametrize("name", IMAGE_ENVS)
+def test_no_layer_holds_most_of_the_image(name: str) -> None:
+    """An engine compresses, pushes and pulls an image's layers side by side: the CUDA
+    wheels ship apart from the rest of the venv."""
+    image = containers.image_from_env(IMAGE_ENVS[name])
+    history = containers.docker("history", "--human=false", "--format", "{{.Size}}", image)
+    sizes = [int(size) for size in history.split()]
+    assert max(sizes) < 0.6 * sum(sizes), sorted(sizes)[-3:]
