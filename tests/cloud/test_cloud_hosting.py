@@ -461,7 +461,7 @@ def test_multi_model_endpoint_over_a_prefix_and_invoke_with_a_target_model(
         "--endpoint",
         "imgcls-mme",
     )
-    assert "models: customer-a.tar.gz, customer-b.tar.gz" in out
+    assert "  models: customer-a.tar.gz, customer-b.tar.gz\n" in out
     assert "invoke --endpoint imgcls-mme --target-model customer-a.tar.gz IMAGES..." in out
     container = sagemaker().describe_model(ModelName="imgcls-mme")["PrimaryContainer"]
     assert container["Mode"] == "MultiModel"

@@ -169,10 +169,15 @@ def deploy(
         raise CloudError("--local deploys a real-time endpoint with one model and no autoscaling")
     if plan.scaling and not wait:
         raise CloudError("autoscaling is set up once the endpoint is InService: drop --no-wait")
+    # Listed before anything is created: a wrong prefix fails here, not after deploying.
+    s3 = session.boto_session.client("s3")
+    archives = model_archives(s3, model_data) if plan.multi_model else []
     model = make_model(session, image_uri, role, model_data, endpoint_name, plan)
     print(f"deploying {model_data}\n  to endpoint {endpoint_name} {where(plan, instance_type)}")
     if plan.asynchronous:
         print(f"  results to {plan.asynchronous.output_uri}")
+    if plan.multi_model:
+        print(f"  models: {', '.join(archives) or 'none yet'}")
     predictor = model.deploy(
         endpoint_name=endpoint_name, wait=local, **deploy_arguments(plan, instance_type)
     )
@@ -183,7 +188,7 @@ def deploy(
     print(f"endpoint {endpoint_name}: {status}")
     if plan.scaling:
         autoscale(session, endpoint_name, plan.scaling, queued=plan.asynchronous is not None)
-    print_next_steps(session, endpoint_name, model_data if plan.multi_model else None)
+    print_next_steps(endpoint_name, archives if plan.multi_model else None)
     return None if plan.asynchronous else predictor
 
 
@@ -193,11 +198,10 @@ def autoscale(session: Any, endpoint: str, settings: ScalingSettings, queued: bo
     print(scaling.describe(settings, queued))
 
 
-def print_next_steps(session: Any, endpoint: str, multi_model_prefix: str | None) -> None:
+def print_next_steps(endpoint: str, archives: list[str] | None) -> None:
+    """The invoke and cleanup commands; `archives`: a multi-model endpoint's models."""
     target_model = ""
-    if multi_model_prefix is not None:
-        archives = model_archives(session.boto_session.client("s3"), multi_model_prefix)
-        print(f"models: {', '.join(archives) or 'none yet under ' + multi_model_prefix}")
+    if archives is not None:
         target_model = f" --target-model {archives[0] if archives else 'MODEL' + ARCHIVE_SUFFIX}"
     print(f"invoke:   python scripts/cloud.py invoke --endpoint {endpoint}{target_model} IMAGES...")
     print(f"clean up: python scripts/cloud.py cleanup --endpoint {endpoint}")

@@ -274,7 +274,7 @@ def transform(
     print(f"  input  {input_uri} ({content_type})\n  output {output_uri}/")
     if not wait:
         print(f"when it has finished: python scripts/cloud.py transform-report --job {job}")
-        print(f"its model stays until: aws sagemaker delete-model --model-name {job}")
+        print(f"      then: aws sagemaker delete-model --model-name {job}")
         return job
     try:
         status = wait_for_job(session.sagemaker_client, job)
