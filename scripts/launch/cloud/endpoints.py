@@ -8,6 +8,7 @@ their endpoint config; `invoke` and `cleanup` read the mode back from SageMaker.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -74,12 +75,10 @@ def model_archives(s3: Any, prefix: str) -> list[str]:
 
 def with_async_defaults(settings: AsyncSettings, target: AwsTarget, endpoint: str) -> AsyncSettings:
     """Results and failures under s3://BUCKET/PREFIX/async/ENDPOINT/ unless given."""
-    return AsyncSettings(
+    return dataclasses.replace(
+        settings,
         output_uri=settings.output_uri or target.s3_uri("async", endpoint, "output"),
         failure_uri=settings.failure_uri or target.s3_uri("async", endpoint, "failure"),
-        success_topic=settings.success_topic,
-        error_topic=settings.error_topic,
-        max_concurrent_invocations=settings.max_concurrent_invocations,
     )
 
 
@@ -177,7 +176,7 @@ def deploy(
     if plan.asynchronous:
         print(f"  results to {plan.asynchronous.output_uri}")
     if plan.multi_model:
-        print(f"  models: {', '.join(archives) or 'none yet'}")
+        print(f"  models: {listed(archives) or 'none yet'}")
     predictor = model.deploy(
         endpoint_name=endpoint_name, wait=local, **deploy_arguments(plan, instance_type)
     )
@@ -266,6 +265,12 @@ def image_requests(paths: list[Path], payload: str, mode: Mode) -> list[ImageReq
     return requests
 
 
+def listed(names: list[str], at_most: int = 5) -> str:
+    """Names for a one-line message: a multi-model prefix may hold hundreds."""
+    more = f", and {len(names) - at_most} more" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more
+
+
 def check_target_model(
     s3: Any, sagemaker_client: Any, endpoint: Endpoint, target_model: str | None
 ) -> None:
@@ -278,7 +283,7 @@ def check_target_model(
     archives = model_archives(s3, prefix)
     if target_model in archives:
         return
-    known = ", ".join(archives) if archives else f"none yet under {prefix}"
+    known = listed(archives) if archives else f"none yet under {prefix}"
     if not target_model:
         raise CloudError(
             f"endpoint {endpoint.name} is multi-model: pass --target-model NAME ({known})"

@@ -50,14 +50,16 @@ DEFAULT_SERVERLESS_CONCURRENCY = 5
 # request is usually one image, classified in under a second: five wait seconds, not minutes.
 DEFAULT_BACKLOG_TARGET = 5.0
 
-# vCPUs by EC2 size name: "large" has 2, "xlarge" 4, "Nxlarge" 4N (all current families).
+# vCPUs from EC2's size names: "medium" and "large" have 2, "xlarge" 4, "Nxlarge" 4N.
 _SIZE = re.compile(r"^ml\.[a-z0-9-]+\.(?:(medium|large)|(\d*)xlarge)$")
 
 
 @dataclass(frozen=True)
 class AsyncSettings:
-    output_uri: str  # where SageMaker writes each result
-    failure_uri: str  # where it writes each failure
+    # Where SageMaker writes each result and each failure; None: `deploy` picks
+    # s3://BUCKET/PREFIX/async/ENDPOINT/output and .../failure.
+    output_uri: str | None = None
+    failure_uri: str | None = None
     success_topic: str | None = None  # SNS topic ARNs notified per request
     error_topic: str | None = None
     max_concurrent_invocations: int | None = None  # per instance; None: sized from the image
@@ -91,7 +93,6 @@ class Hosting:
     """What `deploy` creates: real-time unless asynchronous or serverless settings are given;
     optionally multi-model and autoscaled."""
 
-    instance_type: str | None = None  # None for serverless
     multi_model: bool = False
     asynchronous: AsyncSettings | None = None
     serverless: ServerlessSettings | None = None

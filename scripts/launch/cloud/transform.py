@@ -74,7 +74,7 @@ class TransformSettings:
     def concurrent_transforms(self) -> int:
         if self.max_concurrent is not None:
             return self.max_concurrent
-        by_budget = limits.TRANSFORM_PAYLOAD_BUDGET_MB // self.max_payload_mb
+        by_budget = limits.TRANSFORM_PAYLOAD_BUDGET_MB // max(1, self.max_payload_mb)
         return max(1, min(hosting.requests_per_instance(self.instance_type), by_budget))
 
     def environment(self) -> dict[str, str]:
