@@ -184,14 +184,6 @@ def worker(host: str) -> None:
     logging.getLogger("trainer").setLevel(logging.INFO)
     try:
         run(paths, cluster)
-    except dist.DistError as error:
-        # A peer failed first (its collective connections closed): say why, if it told.
-        reason = peer_failure() or (
-            f"worker {cluster.rank} on {host} lost contact with another worker (killed, or "
-            f"its host failed): {_first_line(error)}"
-        )
-        publish_failure(reason)
-        raise JobFailedError(reason) from error
     except JobFailedError as error:
         publish_failure(str(error))
         raise
@@ -199,11 +191,28 @@ def worker(host: str) -> None:
         publish_failure(f"worker {cluster.rank} on {host}: {error}")
         raise
     except Exception as error:
-        publish_failure(f"worker {cluster.rank} on {host}: {type(error).__name__}: {error}")
-        raise
+        if not lost_a_peer(error):
+            publish_failure(f"worker {cluster.rank} on {host}: {type(error).__name__}: {error}")
+            raise
+        # A peer failed first (its connections closed): say why, when it could tell.
+        reason = peer_failure() or (
+            f"worker {cluster.rank} on {host} lost contact with another worker (killed, or "
+            f"its host failed): {_first_line(error)}"
+        )
+        publish_failure(reason)
+        raise JobFailedError(reason) from error
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
+
+
+# What gloo and NCCL say when a peer's connection breaks; DDP's gradient reduction raises
+# them as plain RuntimeErrors, not as torch.distributed.DistError.
+LOST_PEER_SIGNS = ("Connection closed by peer", "Connection reset by peer", "NCCL", "gloo")
+
+
+def lost_a_peer(error: BaseException) -> bool:
+    return isinstance(error, dist.DistError) or any(sign in str(error) for sign in LOST_PEER_SIGNS)
 
 
 def join_process_group(paths: TrainingPaths, host: str) -> Cluster:
