@@ -133,7 +133,8 @@ def fine_tune(
     sources = prepare_stage_features(front, channels, preprocessing, runtime, hp, paths, cluster)
     torch.manual_seed(hp.seed)
     head = build_head(len(channels["train"].classes), hp.hidden_units, hp.dropout)
-    trained = nn.Sequential(stages, head).to(runtime.device)
+    # channels_last like the frozen front's output (and DDP's gradient buckets match it).
+    trained = nn.Sequential(stages, head).to(runtime.device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         [
             {"params": head.parameters(), "lr": hp.lr},
