@@ -51,7 +51,11 @@ class ImageClassifier(nn.Module):
 
 
 def architecture(
-    pretrained: bool, hidden_units: int, dropout: float, num_classes: int, train_layers: str
+    pretrained: bool,
+    hidden_units: int,
+    dropout: float,
+    num_classes: int,
+    train_layers: str = "head",
 ) -> dict[str, object]:
     """What `build_backbone` (or `build_stages`) and `build_head` make, for the model's config."""
     first = _first_trained(train_layers)
