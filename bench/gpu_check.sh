@@ -7,7 +7,7 @@
 #      seconds, images/s and the mean utilisation of each GPU while the job runs
 #      (nvidia-smi, sampled every 0.5 s).
 # Needs the project's environment (`make venv`, or the training image with this repository)
-# and nvidia-smi. Data: DATA=train/valid/test ImageFolders, else 2,000 generated
+# and nvidia-smi. Data: DATA=train/valid/test ImageFolders, else 3,000 generated
 # 500x375 JPEGs (the size of the cats-and-dogs photos).
 #
 #   bash bench/gpu_check.sh            # PYTHON=.venv/bin/python by default
