@@ -222,8 +222,8 @@ class Training:
     """The epoch loop with early stopping, checkpoints, Debugger modes and scalars.
 
     `trained` is what the optimizer trains: the head, or the trainable stages and the
-    head. Every worker runs the loop (on all-reduced results, so they take the same
-    decisions); the leader alone prints, checkpoints and writes.
+    head. Every worker that trains runs the loop (on all-reduced results, so they take the
+    same decisions); the leader alone prints, checkpoints and writes.
     """
 
     hp: Hyperparameters
