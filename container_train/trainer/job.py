@@ -72,7 +72,7 @@ def main() -> None:
     if plan.world_size == 1:
         run(paths)  # no launcher, no process group: the job as it always ran
     else:
-        launch(paths, plan, hp)
+        launch(plan, hp)
 
 
 def run(paths: TrainingPaths, cluster: Cluster = SINGLE) -> None:

@@ -87,7 +87,7 @@ def plan_workers(paths: TrainingPaths, hp: Hyperparameters) -> Plan:
     return Plan(resources, workers)
 
 
-def launch(paths: TrainingPaths, plan: Plan, hp: Hyperparameters) -> None:
+def launch(plan: Plan, hp: Hyperparameters) -> None:
     """Run this host's workers; raise JobFailedError with the first failure's reason."""
     from torch.distributed.elastic.multiprocessing.errors import (  # noqa: PLC0415
         ChildFailedError,
