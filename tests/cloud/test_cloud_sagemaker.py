@@ -246,6 +246,84 @@ def test_train_with_a_tuning_jobs_best_hyperparameters_and_waits(
     assert f"model: s3://{BUCKET}/image-classifier/output/{name}/output/model.tar.gz" in out
 
 
+def test_train_without_debugger_on_two_multi_gpu_instances_streams_its_channels(
+    emulator: Emulator, channels: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_cli(
+        capsys,
+        "train",
+        *COMMON,
+        "--train-image",
+        TRAIN_IMAGE,
+        "--no-debugger",
+        "--instance-count",
+        "2",
+        "--instance-type",
+        "ml.g4dn.12xlarge",
+        "--input-mode",
+        "FastFile",
+        "--hp",
+        "train_layers=layer4",
+        "--no-wait",
+    )
+    name = job_name_in(out, "training")
+    described = sagemaker().describe_training_job(TrainingJobName=name)
+    assert described["ResourceConfig"]["InstanceCount"] == 2
+    assert described["ResourceConfig"]["InstanceType"] == "ml.g4dn.12xlarge"
+    assert {c["ChannelName"]: c["InputMode"] for c in described["InputDataConfig"]} == {
+        "train": "FastFile",
+        "valid": "FastFile",
+        "test": "FastFile",
+    }
+    for channel in described["InputDataConfig"]:  # every host sees every file
+        distribution = channel["DataSource"]["S3DataSource"].get("S3DataDistributionType")
+        assert distribution in (None, "FullyReplicated")
+    assert described["TensorBoardOutputConfig"] == {
+        "S3OutputPath": f"s3://{BUCKET}/image-classifier/tensorboard/{name}",
+        "LocalPath": "/opt/ml/output/tensorboard",
+    }
+    (request,) = emulator.requests("CreateTrainingJob")
+    assert "DebugHookConfig" not in request
+    assert "DebugRuleConfigurations" not in request
+    assert "ProfilerRuleConfigurations" not in request
+    assert request["ProfilerConfig"] == {"DisableProfiler": True}  # the SDK always sends it
+    assert "debugger output" not in out
+    assert f"tensorboard output: s3://{BUCKET}/image-classifier/tensorboard/{name}" in out
+
+
+def test_train_with_debugger_also_writes_tensorboard_and_tune_takes_instance_count(
+    emulator: Emulator, channels: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_cli(capsys, "train", *COMMON, "--train-image", TRAIN_IMAGE, "--no-wait")
+    name = job_name_in(out, "training")
+    described = sagemaker().describe_training_job(TrainingJobName=name)
+    assert (
+        described["DebugHookConfig"]["S3OutputPath"] == f"s3://{BUCKET}/image-classifier/debugger"
+    )
+    assert described["TensorBoardOutputConfig"]["LocalPath"] == "/opt/ml/output/tensorboard"
+    assert described["ResourceConfig"]["InstanceCount"] == 1
+    assert {c.get("InputMode", "File") for c in described["InputDataConfig"]} == {"File"}
+
+    out = run_cli(
+        capsys,
+        "tune",
+        *COMMON,
+        "--train-image",
+        TRAIN_IMAGE,
+        "--instance-count",
+        "2",
+        "--input-mode",
+        "FastFile",
+        "--no-wait",
+    )
+    tuning = sagemaker().describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=job_name_in(out, "tuning")
+    )
+    definition = tuning["TrainingJobDefinition"]
+    assert definition["HyperParameterTuningResourceConfig"]["InstanceCount"] == 2
+    assert {c["InputMode"] for c in definition["InputDataConfig"]} == {"FastFile"}
+
+
 # ---------------------------------------------------------------- deploy, invoke and cleanup
 
 

@@ -66,6 +66,8 @@ def job_settings(args: argparse.Namespace, hyperparameters: dict[str, str]) -> j
         spot=args.spot,
         max_wait_s=args.max_wait,
         hyperparameters=hyperparameters,
+        instance_count=args.instance_count,
+        input_mode=args.input_mode,
     )
 
 
@@ -97,7 +99,7 @@ def run_train(args: argparse.Namespace) -> int:
         target.session.client("sagemaker"), args.tuning_job, args.hyperparameters
     )
     job = jobs.replace_hyperparameters(image_and_role, {**loaded, **overrides})
-    debugger = jobs.DebuggerSettings(save_interval=args.save_interval)
+    debugger = jobs.DebuggerSettings(save_interval=args.save_interval) if args.debugger else None
     jobs.train(target, session, job, debugger, args.data_uri, args.wait, args.local)
     return 0
 
@@ -340,7 +342,22 @@ def training_flags() -> argparse.ArgumentParser:
     group.add_argument(
         "--instance-type",
         default=DEFAULT_TRAIN_INSTANCE,
-        help=f"training instance type (default: {DEFAULT_TRAIN_INSTANCE})",
+        help=f"training instance type (default: {DEFAULT_TRAIN_INSTANCE}); on a multi-GPU "
+        "type (ml.g4dn.12xlarge: 4 GPUs) the job runs one worker per GPU",
+    )
+    group.add_argument(
+        "--instance-count",
+        type=int,
+        default=1,
+        help="instances per training job; one host is the leader, each runs one worker per "
+        "GPU (default: 1)",
+    )
+    group.add_argument(
+        "--input-mode",
+        choices=jobs.INPUT_MODES,
+        default="File",
+        help="File: channels downloaded before the job starts; FastFile: streamed from S3 "
+        "as the job reads them, for large channels (default: File)",
     )
     group.add_argument(
         "--hp",
@@ -420,7 +437,9 @@ def add_tune(commands: argparse._SubParsersAction, parents: list) -> None:  # ty
 
 def add_train(commands: argparse._SubParsersAction, parents: list) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser(
-        "train", parents=parents, help="training job with Debugger rules and profiling"
+        "train",
+        parents=parents,
+        help="training job with TensorBoard scalars, Debugger rules and profiling",
     )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--tuning-job", help="use the best hyperparameters of this tuning job")
@@ -435,11 +454,21 @@ def add_train(commands: argparse._SubParsersAction, parents: list) -> None:  # t
         default=10,
         help="Debugger saves the losses every this many steps (default: 10)",
     )
+    parser.add_argument(
+        "--debugger",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="SageMaker Debugger hook, rules and profiler; --no-debugger for accounts without "
+        "Debugger (closed to new customers): TensorBoard scalars only (default: on)",
+    )
 
 
 def add_report(commands: argparse._SubParsersAction, parents: list) -> None:  # type: ignore[type-arg]
     parser = commands.add_parser(
-        "report", parents=parents, help="plot a job's Debugger losses; list its rules' verdicts"
+        "report",
+        parents=parents,
+        help="plot a job's losses (Debugger, else TensorBoard, else metrics.json); list its "
+        "rules' verdicts",
     )
     parser.add_argument(
         "--job",
