@@ -29,7 +29,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint docker/*.Dockerfile
-	$(BIN)/shellcheck *.sh docker/*.sh .ci/run
+	$(BIN)/shellcheck *.sh docker/*.sh bench/*.sh .ci/run
 
 test: lint
 	$(BIN)/pytest

@@ -111,8 +111,18 @@ def image_loader(
     num_workers: int,
     pin_memory: bool,
     order: Sequence[int] | None = None,
+    batch_groups: Sequence[Sequence[int]] | None = None,
 ) -> DataLoader[tuple[torch.Tensor, int]]:
-    """Batches in `order` (default: file order); workers decode in parallel."""
+    """Batches in `order` (default: file order), or one batch per group of `batch_groups`;
+    workers decode in parallel."""
+    if batch_groups is not None:
+        return DataLoader(
+            dataset,
+            batch_sampler=[list(group) for group in batch_groups],
+            num_workers=num_workers,
+            pin_memory=pin_memory,
+            generator=torch.Generator().manual_seed(0),
+        )
     return DataLoader(
         dataset,
         batch_size=batch_size,

@@ -9,6 +9,7 @@ trains identically either way.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -16,6 +17,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from trainer.cluster import Cluster
 from trainer.data import UNREADABLE, ImageDataset, image_loader
 from trainer.errors import ClientError
 from trainer.runtime import Runtime
@@ -27,6 +29,10 @@ class FeatureSource(Protocol):
     def __len__(self) -> int: ...
 
     def batches(self, order: Sequence[int], batch_size: int) -> Iterator[Batch]: ...
+
+    def batches_of(self, groups: Sequence[Sequence[int]]) -> Iterator[Batch]:
+        """One batch per group of (non-empty) indices, in the given order."""
+        ...
 
     @property
     def unreadable(self) -> int:
@@ -63,6 +69,19 @@ class ImageFeatures:
             position += len(labels)
             self.unreadable_seen.update(
                 index for index, label in zip(indices, labels.tolist(), strict=True) if label < 0
+            )
+            yield (
+                backbone_features(self.backbone, images, self.runtime),
+                labels.to(self.runtime.device, non_blocking=True),
+            )
+
+    def batches_of(self, groups: Sequence[Sequence[int]]) -> Iterator[Batch]:
+        loader = image_loader(
+            self.dataset, 1, self.num_workers, self.runtime.pin_memory, batch_groups=groups
+        )
+        for group, (images, labels) in zip(groups, loader, strict=True):
+            self.unreadable_seen.update(
+                index for index, label in zip(group, labels.tolist(), strict=True) if label < 0
             )
             yield (
                 backbone_features(self.backbone, images, self.runtime),
@@ -155,3 +174,104 @@ def evaluate(head: nn.Module, batches: Iterator[Batch], criterion: nn.Module) ->
             logits = head(features)
             meter.update(criterion(logits, labels), logits, labels)
     return meter.result()
+
+
+# ------------------------------------------------------- training the last backbone stages
+
+
+def batch_groups(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The global batches of a pass over `order`: the batches a one-process job trains on."""
+    return [list(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
+
+
+def shares(groups: list[list[int]], cluster: Cluster) -> tuple[list[list[int]], list[bool]]:
+    """This worker's part of each global batch (every N-th item), and which parts are
+    fillers: a worker with no item in a small last batch still runs the step (DDP needs
+    every worker in every step) on the batch's first item, weighted zero."""
+    parts, fillers = [], []
+    for group in groups:
+        part = group[cluster.rank :: cluster.world_size]
+        parts.append(part or group[:1])
+        fillers.append(not part)
+    return parts, fillers
+
+
+class Sums:
+    """Loss, correct predictions and readable items of one worker's share of a pass."""
+
+    def __init__(self) -> None:
+        self.values = [0.0, 0.0, 0.0]
+
+    def add(self, loss_sum: float, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        readable = labels != UNREADABLE
+        correct = int(((logits.argmax(1) == labels) & readable).sum())
+        self.values = [
+            self.values[0] + loss_sum,
+            self.values[1] + correct,
+            self.values[2] + int(readable.sum()),
+        ]
+
+    def result(self, cluster: Cluster) -> Result:
+        loss_sum, correct, count = cluster.sum(self.values)
+        if count == 0:
+            return Result(float("nan"), float("nan"), 0)
+        return Result(loss_sum / count, correct / count, int(count))
+
+
+def train_stages_epoch(
+    model: nn.Module,
+    source: FeatureSource,
+    groups: list[list[int]],
+    optimizer: torch.optim.Optimizer,
+    cluster: Cluster,
+    runtime: Runtime,
+    epoch: int,
+) -> Result:
+    """One epoch of the trainable stages and head (DDP-wrapped when there are workers).
+
+    Each worker's loss is its share's summed loss over the global batch's readable count,
+    times the number of workers: DDP averages the gradients, so every step takes the
+    gradient of the global batch's mean loss, as a one-process job does.
+    """
+    model.train()
+    criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
+    sums = Sums()
+    parts, fillers = shares(groups, cluster)
+    for step, ((inputs, all_labels), filler) in enumerate(
+        zip(source.batches_of(parts), fillers, strict=True)
+    ):
+        labels = torch.full_like(all_labels, UNREADABLE) if filler else all_labels
+        labels = labels.to(runtime.device, non_blocking=True)
+        with runtime.training_autocast():
+            logits = model(inputs.to(runtime.device, non_blocking=True))
+        loss_sum = criterion(logits.float(), labels)
+        count, total = cluster.sum([float((labels != UNREADABLE).sum()), float(loss_sum.detach())])
+        if count and not math.isfinite(total):
+            raise ClientError(
+                f"training loss became {total / count} at epoch {epoch}, step {step}; "
+                f"lower lr or check the data"
+            )
+        optimizer.zero_grad(set_to_none=True)
+        # Every worker runs backward in every step, so DDP's gradient reduction completes.
+        (loss_sum * (cluster.world_size / max(count, 1.0))).backward()
+        if count:
+            optimizer.step()
+        sums.add(float(loss_sum.detach()), logits.detach(), labels)
+    return sums.result(cluster)
+
+
+@torch.inference_mode()
+def evaluate_stages(
+    model: nn.Module, source: FeatureSource, batch_size: int, cluster: Cluster, runtime: Runtime
+) -> Result:
+    """Each worker evaluates every N-th item; the sums are combined."""
+    model.eval()
+    criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
+    sums = Sums()
+    mine = list(range(len(source)))[cluster.rank :: cluster.world_size]
+    for inputs, batch_labels in source.batches_of(batch_groups(mine, batch_size)):
+        labels = batch_labels.to(runtime.device)
+        with runtime.training_autocast():
+            logits = model(inputs.to(runtime.device, non_blocking=True)).float()
+        sums.add(float(criterion(logits, labels)), logits, labels)
+    return sums.result(cluster)

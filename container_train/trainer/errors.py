@@ -13,3 +13,10 @@ class ClientError(ToolkitClientError):
 
     def __init__(self, reason: str) -> None:
         super().__init__(" ".join(reason.split()))
+
+
+class JobFailedError(ToolkitClientError):
+    """A worker of a distributed job failed: the message is the job's one-line reason."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(" ".join(reason.split()))

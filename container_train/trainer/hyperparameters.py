@@ -73,6 +73,10 @@ def hp(default: Any, rule: Between | OneOf | None = None, trajectory: bool = Tru
     return field(default=default, metadata=metadata)
 
 
+# The stages of the backbone that `train_layers` can train, from the last one back.
+TRAIN_LAYERS = ("head", "layer4", "layer3", "all")
+
+
 def default_num_workers() -> int:
     return min(8, os.cpu_count() or 1)
 
@@ -94,6 +98,15 @@ class Hyperparameters:
     feature_cache: str = hp("auto", OneOf(("auto", "on", "off")), trajectory=False)
     amp: str = hp("auto", OneOf(("auto", "bf16", "fp16", "off")))
     profile_steps: int = hp(0, Between(0, 1000, note="0 turns profiling off"), trajectory=False)
+    # What trains: the head alone on frozen features, or the head and the last stages.
+    train_layers: str = hp("head", OneOf(TRAIN_LAYERS))
+    backbone_lr_factor: float = hp(0.1, Between(0, 1, low_open=True, note="times lr"))
+    workers_per_host: int = hp(
+        0, Between(0, 64, note="0: one per GPU, one on a CPU host"), trajectory=False
+    )
+    # Bounds how long a worker waits for a peer that hangs, or for a host that never
+    # starts; a peer that crashes is noticed within seconds whatever this is.
+    dist_timeout: int = hp(300, Between(10, 86400, note="seconds"), trajectory=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

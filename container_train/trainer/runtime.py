@@ -22,16 +22,24 @@ class Runtime:
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=self.amp_dtype)
 
+    def training_autocast(self) -> contextlib.AbstractContextManager[object]:
+        """Autocast for layers that train: bf16 only (fp16 would need loss scaling)."""
+        if self.amp_dtype != torch.bfloat16:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype)
+
     def describe(self) -> str:
         precision = "fp32" if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch.")
         return f"device={self.device} backbone_precision={precision}"
 
 
-def select_runtime(amp: str) -> Runtime:
+def select_runtime(amp: str, device: torch.device | None = None) -> Runtime:
     """GPU when there is one. `amp=auto` runs the frozen backbone under bf16 autocast where
     the hardware computes bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX), fp16 on
-    older GPUs, and fp32 elsewhere: on a CPU without bf16 instructions autocast is slower."""
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    older GPUs, and fp32 elsewhere: on a CPU without bf16 instructions autocast is slower.
+    `device`: a worker's own GPU, when the job runs one worker per GPU."""
+    if device is None:
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if amp == "off":
         return Runtime(device, None)
     if device.type == "cpu":

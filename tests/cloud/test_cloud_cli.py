@@ -15,7 +15,17 @@ from launch.cloud.data import SplitFractions, plan_split
 from launch.synthetic_images import make_dataset, make_image_folder
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-COMMANDS = ("upload", "tune", "train", "report", "deploy", "invoke", "cleanup")
+COMMANDS = (
+    "upload",
+    "tune",
+    "train",
+    "report",
+    "deploy",
+    "invoke",
+    "cleanup",
+    "transform",
+    "transform-report",
+)
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
 BUCKET = "launch-tests"
 

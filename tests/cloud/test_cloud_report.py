@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import re
+import shutil
+import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +169,96 @@ def test_rule_statuses_and_profiler_report_location() -> None:
         "profiler-output/profiler-report.html"
     )
     assert profiler_report_uri({"TrainingJobName": "j"}) is None
+
+
+# ------------------------------------------------------ without Debugger: TensorBoard, metrics
+
+
+def _without_debugger(trained_job: TrainedJob, root: Path) -> Path:
+    """A copy of the job's outputs as a job without a hook leaves them."""
+    job_dir = root / "job"
+    shutil.copytree(
+        trained_job.job_dir / "output", job_dir / "output", ignore=shutil.ignore_patterns("tensors")
+    )
+    return job_dir
+
+
+def test_report_without_debugger_reads_tensorboard_then_metrics_json(
+    trained_job: TrainedJob, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    job_dir = _without_debugger(trained_job, tmp_path)
+    metrics = trained_job.metrics
+    for source, remove in (("TensorBoard events", None), ("metrics.json", "tensorboard")):
+        if remove:
+            shutil.rmtree(job_dir / "output" / remove)
+        png = tmp_path / f"{remove}.png"
+        code = cloud.main(["report", "--job", str(job_dir), "--plot", str(png)])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        assert re.search(rf"^loss curves from {source}: ", out, re.M), out
+        assert epoch_line(out, "train") == (2, *(round(v, 4) for v in metrics["train:loss"]))
+        assert epoch_line(out, "eval", "valid") == (
+            2,
+            *(round(v, 4) for v in metrics["valid:loss"]),
+        )
+        assert "debugger output" not in out
+        assert png.read_bytes().startswith(PNG_MAGIC)
+
+
+def epoch_line(out: str, mode: str, name: str | None = None) -> tuple[int, float, float]:
+    match = re.search(
+        rf"^{mode} +{name or mode}: (\d+) epochs, first (\S+), last (\S+),", out, re.M
+    )
+    assert match, out
+    return int(match[1]), float(match[2]), float(match[3])
+
+
+def test_report_on_a_sagemaker_job_without_debugger_reads_s3(
+    trained_job: TrainedJob,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+) -> None:
+    """TensorBoard events from TensorBoardOutputConfig's S3 path; without them, metrics.json
+    from the job's output.tar.gz."""
+    with moto_server() as endpoint:
+        for key, value in emulator_env(endpoint).items():
+            monkeypatch.setenv(key, value)
+        s3 = boto3.client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        sagemaker = boto3.client("sagemaker")
+        for job, tensorboard in (("with-tensorboard", True), ("with-metrics", False)):
+            extra = {}
+            if tensorboard:
+                extra["TensorBoardOutputConfig"] = {"S3OutputPath": f"s3://{BUCKET}/tb/{job}"}
+                for path in (trained_job.job_dir / "output" / "tensorboard").iterdir():
+                    s3.upload_file(str(path), BUCKET, f"tb/{job}/{path.name}")
+            sagemaker.create_training_job(
+                TrainingJobName=job,
+                AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
+                RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+                OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+                ResourceConfig={
+                    "InstanceType": "ml.m5.large",
+                    "InstanceCount": 1,
+                    "VolumeSizeInGB": 10,
+                },
+                StoppingCondition={"MaxRuntimeInSeconds": 600},
+                **extra,
+            )
+            artifacts = sagemaker.describe_training_job(TrainingJobName=job)["ModelArtifacts"]
+            archive = io.BytesIO()
+            with tarfile.open(fileobj=archive, mode="w:gz") as tar:
+                tar.add(trained_job.job_dir / "output" / "data" / "metrics.json", "metrics.json")
+            bucket, _, key = artifacts["S3ModelArtifacts"].removeprefix("s3://").partition("/")
+            s3.put_object(
+                Bucket=bucket,
+                Key=key.replace("model.tar.gz", "output.tar.gz"),
+                Body=archive.getvalue(),
+            )
+            code = cloud.main(["report", "--job", job, "--plot", str(tmp_path / f"{job}.png")])
+            out, err = capsys.readouterr()
+            assert code == 0, err
+            source = "TensorBoard events" if tensorboard else "metrics.json"
+            assert re.search(rf"^loss curves from {source}: s3://{BUCKET}/", out, re.M), out
+            assert epoch_line(out, "train")[0] == 2

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +17,7 @@ import pytest
 
 from launch.cloud import cli as cloud
 from launch.synthetic_images import make_image_folder
-from support.aws_emulator import emulator_env, moto_server
+from support.aws_emulator import Emulator
 from trainer.metrics import METRIC_DEFINITIONS
 
 ROLE = "arn:aws:iam::123456789012:role/SageMakerRole"
@@ -29,41 +27,6 @@ SERVE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgcls-serve:t1"
 COMMON = ("--role", ROLE, "--bucket", BUCKET)
 LOSS_RULES = {"LossNotDecreasing", "Overfit", "Overtraining"}
 RULES = LOSS_RULES | {"VanishingGradient", "PoorWeightInitialization"}
-
-
-class Emulator:
-    """moto on loopback, recording every request it receives."""
-
-    def __init__(self, endpoint: str, recording: Path) -> None:
-        self.endpoint = endpoint
-        self.recording = recording
-
-    def post(self, path: str, payload: dict[str, Any] | None = None) -> None:
-        data = json.dumps(payload or {}).encode()
-        request = urllib.request.Request(f"{self.endpoint}{path}", data=data, method="POST")
-        urllib.request.urlopen(request, timeout=10).close()
-
-    def requests(self, operation: str) -> list[dict[str, Any]]:
-        """The JSON bodies of the recorded SageMaker `operation` calls, in order."""
-        bodies = []
-        for line in self.recording.read_text().splitlines():
-            entry = json.loads(line)
-            if entry["headers"].get("X-Amz-Target") == f"SageMaker.{operation}":
-                body = entry["body"]
-                bodies.append(json.loads(base64.b64decode(body) if entry["body_encoded"] else body))
-        return bodies
-
-
-@pytest.fixture
-def emulator(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Emulator]:
-    recording = tmp_path / "moto-recording.jsonl"
-    monkeypatch.setenv("MOTO_RECORDER_FILEPATH", str(recording))  # read when moto starts
-    with moto_server() as endpoint:
-        for key, value in emulator_env(endpoint).items():
-            monkeypatch.setenv(key, value)
-        emulator = Emulator(endpoint, recording)
-        emulator.post("/moto-api/recorder/start-recording")
-        yield emulator
 
 
 @pytest.fixture
@@ -283,6 +246,84 @@ def test_train_with_a_tuning_jobs_best_hyperparameters_and_waits(
     assert f"model: s3://{BUCKET}/image-classifier/output/{name}/output/model.tar.gz" in out
 
 
+def test_train_without_debugger_on_two_multi_gpu_instances_streams_its_channels(
+    emulator: Emulator, channels: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_cli(
+        capsys,
+        "train",
+        *COMMON,
+        "--train-image",
+        TRAIN_IMAGE,
+        "--no-debugger",
+        "--instance-count",
+        "2",
+        "--instance-type",
+        "ml.g4dn.12xlarge",
+        "--input-mode",
+        "FastFile",
+        "--hp",
+        "train_layers=layer4",
+        "--no-wait",
+    )
+    name = job_name_in(out, "training")
+    described = sagemaker().describe_training_job(TrainingJobName=name)
+    assert described["ResourceConfig"]["InstanceCount"] == 2
+    assert described["ResourceConfig"]["InstanceType"] == "ml.g4dn.12xlarge"
+    assert {c["ChannelName"]: c["InputMode"] for c in described["InputDataConfig"]} == {
+        "train": "FastFile",
+        "valid": "FastFile",
+        "test": "FastFile",
+    }
+    for channel in described["InputDataConfig"]:  # every host sees every file
+        distribution = channel["DataSource"]["S3DataSource"].get("S3DataDistributionType")
+        assert distribution in (None, "FullyReplicated")
+    assert described["TensorBoardOutputConfig"] == {
+        "S3OutputPath": f"s3://{BUCKET}/image-classifier/tensorboard/{name}",
+        "LocalPath": "/opt/ml/output/tensorboard",
+    }
+    (request,) = emulator.requests("CreateTrainingJob")
+    assert "DebugHookConfig" not in request
+    assert "DebugRuleConfigurations" not in request
+    assert "ProfilerRuleConfigurations" not in request
+    assert request["ProfilerConfig"] == {"DisableProfiler": True}  # the SDK always sends it
+    assert "debugger output" not in out
+    assert f"tensorboard output: s3://{BUCKET}/image-classifier/tensorboard/{name}" in out
+
+
+def test_train_with_debugger_also_writes_tensorboard_and_tune_takes_instance_count(
+    emulator: Emulator, channels: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = run_cli(capsys, "train", *COMMON, "--train-image", TRAIN_IMAGE, "--no-wait")
+    name = job_name_in(out, "training")
+    described = sagemaker().describe_training_job(TrainingJobName=name)
+    assert (
+        described["DebugHookConfig"]["S3OutputPath"] == f"s3://{BUCKET}/image-classifier/debugger"
+    )
+    assert described["TensorBoardOutputConfig"]["LocalPath"] == "/opt/ml/output/tensorboard"
+    assert described["ResourceConfig"]["InstanceCount"] == 1
+    assert {c.get("InputMode", "File") for c in described["InputDataConfig"]} == {"File"}
+
+    out = run_cli(
+        capsys,
+        "tune",
+        *COMMON,
+        "--train-image",
+        TRAIN_IMAGE,
+        "--instance-count",
+        "2",
+        "--input-mode",
+        "FastFile",
+        "--no-wait",
+    )
+    tuning = sagemaker().describe_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=job_name_in(out, "tuning")
+    )
+    definition = tuning["TrainingJobDefinition"]
+    assert definition["HyperParameterTuningResourceConfig"]["InstanceCount"] == 2
+    assert {c["InputMode"] for c in definition["InputDataConfig"]} == {"FastFile"}
+
+
 # ---------------------------------------------------------------- deploy, invoke and cleanup
 
 
@@ -364,6 +405,22 @@ def emulator_invocations(emulator: Emulator) -> list[str]:
     ]
 
 
+def create_real_time_endpoint(name: str) -> None:
+    """An endpoint as `deploy` leaves it, made directly (invoke reads its hosting mode)."""
+    client = sagemaker()
+    client.create_model(
+        ModelName=name, ExecutionRoleArn=ROLE, PrimaryContainer={"Image": SERVE_IMAGE}
+    )
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": name,
+        "InstanceType": "ml.t2.medium",
+        "InitialInstanceCount": 1,
+    }
+    client.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    client.create_endpoint(EndpointName=name, EndpointConfigName=name)
+
+
 def test_invoke_with_image_bytes_reaches_the_endpoint(
     emulator: Emulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
@@ -373,6 +430,7 @@ def test_invoke_with_image_bytes_reaches_the_endpoint(
     failure is one line.
     """
     image = make_image_folder(tmp_path / "images", 1, classes=("cat",)) / "cat" / "cat.0.jpg"
+    create_real_time_endpoint("imgcls-bytes")
     code = cloud.main(["invoke", "--endpoint", "imgcls-bytes", str(image)])
     _, err = capsys.readouterr()
     assert code == 1

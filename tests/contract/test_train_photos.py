@@ -6,7 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
+from model_artifact.preprocessing import Preprocessing, eval_transform, open_rgb
+from support import servers
 from support.jobs import train_tiny
 from trainer.metrics import parse_metrics
 
@@ -24,3 +27,40 @@ def test_two_epochs_on_cats_and_dogs(photos_dir: Path, tmp_path: Path) -> None:
     config = json.loads((tmp_path / "job" / "model" / "model_config.json").read_text())
     assert config["classes"] == ["cat", "dog"]
     assert (tmp_path / "job" / "model" / config["model_file"]).stat().st_size > 50_000_000
+
+
+def test_layer4_fine_tuning_on_the_photos_is_served_unchanged(
+    photos_dir: Path, tmp_path: Path
+) -> None:
+    """train_layers=layer4 exports the same kind of model.pt: `serve` classifies with it
+    exactly what the artifact computes in process."""
+    completed = train_tiny(
+        photos_dir,
+        tmp_path / "job",
+        epochs="1",
+        image_size="64",
+        batch_size="64",
+        num_workers="2",
+        train_layers="layer4",
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    model_dir = tmp_path / "job" / "model"
+    config = json.loads((model_dir / "model_config.json").read_text())
+    assert config["architecture"]["trained"].startswith("layer4")
+    assert config["export_check_max_abs_diff"] < 1e-4
+    photo = next((photos_dir / "test" / "dog").glob("*.jpg"))
+    transform = eval_transform(Preprocessing.from_dict(config["preprocessing"]))
+    with torch.no_grad():
+        logits = torch.jit.load(str(model_dir / "model.pt"))(transform(open_rgb(photo))[None])
+    expected = torch.softmax(logits, 1)[0].tolist()
+
+    server = servers.start(model_dir, tmp_path / "serve")
+    try:
+        server.wait_until_ready()
+        status, body, _ = server.post(photo.read_bytes(), "image/jpeg")
+    finally:
+        assert servers.stop_and_clean(server) == []
+    assert status == 200, body
+    (prediction,) = json.loads(body)["predictions"]
+    served = [prediction["probabilities"][name] for name in config["classes"]]
+    assert served == pytest.approx(expected, abs=1e-4)

@@ -38,8 +38,8 @@ def test_cached_features_train_the_same_head_as_the_textbook_loop(
 ) -> None:
     cached = _train_in_process(data, tmp_path / "cached", feature_cache="on")
     textbook = _train_in_process(data, tmp_path / "textbook", feature_cache="off")
-    for name, weight in cached["head"].items():
-        assert torch.allclose(weight, textbook["head"][name], atol=1e-5), name
+    for name, weight in cached["weights"].items():
+        assert torch.allclose(weight, textbook["weights"][name], atol=1e-5), name
     for with_cache, without in zip(cached["history"], textbook["history"], strict=True):
         assert with_cache["train_loss"] == pytest.approx(without["train_loss"], abs=1e-5)
         assert with_cache["valid_accuracy"] == without["valid_accuracy"]

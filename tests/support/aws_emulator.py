@@ -6,6 +6,8 @@ to AWS: nothing of this project is mocked.
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import socket
 import subprocess
@@ -15,6 +17,7 @@ import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 def free_port() -> int:
@@ -65,3 +68,57 @@ def moto_server(timeout_s: float = 30.0) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
+
+
+# X-Amz-Target prefixes of the JSON services the launch CLI calls, as moto records them.
+SAGEMAKER = "SageMaker"
+AUTOSCALING = "AnyScaleFrontendService"  # Application Auto Scaling
+CLOUDWATCH = "GraniteServiceVersion20100801"
+
+
+class Emulator:
+    """moto on loopback, recording every request it receives (all services)."""
+
+    def __init__(self, endpoint: str, recording: Path) -> None:
+        self.endpoint = endpoint
+        self.recording = recording
+
+    def post(self, path: str, payload: dict[str, Any] | None = None) -> None:
+        data = json.dumps(payload or {}).encode()
+        request = urllib.request.Request(f"{self.endpoint}{path}", data=data, method="POST")
+        urllib.request.urlopen(request, timeout=10).close()
+
+    def recorded(self) -> list[dict[str, Any]]:
+        """Every recorded request: `url`, `method`, `headers` and the raw `body` bytes."""
+        entries = []
+        for line in self.recording.read_text().splitlines():
+            entry = json.loads(line)
+            body = entry["body"] or ""
+            entry["body"] = base64.b64decode(body) if entry["body_encoded"] else body.encode()
+            entries.append(entry)
+        return entries
+
+    def requests(self, operation: str, service: str = SAGEMAKER) -> list[dict[str, Any]]:
+        """The JSON bodies of the recorded `service.operation` calls, in order."""
+        return [
+            json.loads(entry["body"])
+            for entry in self.recorded()
+            if entry["headers"].get("X-Amz-Target") == f"{service}.{operation}"
+        ]
+
+    def calls_to(self, url_suffix: str) -> list[dict[str, Any]]:
+        """Recorded REST calls (sagemaker-runtime) whose URL ends so, e.g. `/invocations`."""
+        return [entry for entry in self.recorded() if entry["url"].endswith(url_suffix)]
+
+
+@contextmanager
+def recording_emulator(recording: Path) -> Iterator[Emulator]:
+    """moto with its request recorder on; the caller points AWS_ENDPOINT_URL at it.
+
+    MOTO_RECORDER_FILEPATH must already be `recording` in this process's environment:
+    moto reads it when it starts.
+    """
+    with moto_server() as endpoint:
+        emulator = Emulator(endpoint, recording)
+        emulator.post("/moto-api/recorder/start-recording")
+        yield emulator

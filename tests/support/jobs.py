@@ -7,6 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from launch.local.processes import start_hosts, wait_for_hosts
 from support.targets import ProcessTarget, RunningJob, Target
 from trainer.contract import TrainingPaths
 
@@ -70,3 +71,30 @@ def history(job_dir: Path) -> list[dict[str, Any]]:
     """The job's per-epoch metrics, without the timings."""
     rows = json.loads((TrainingPaths(job_dir).output_data_dir / "metrics.json").read_text())
     return [{key: value for key, value in row.items() if key != "seconds"} for row in rows]
+
+
+def start_tiny_hosts(
+    data: Path, job_dir: Path, hosts: int, **overrides: str
+) -> list[subprocess.Popen[bytes]]:
+    """A TINY job on `hosts` hosts (JOB/algo-N), each `train` in its own process group,
+    their output in JOB/hosts.log."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    with (job_dir / "hosts.log").open("ab") as log:  # each process keeps its own copy
+        return start_hosts(
+            data,
+            job_dir,
+            {**TINY, **overrides},
+            hosts,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def train_tiny_hosts(data: Path, job_dir: Path, hosts: int, **overrides: str) -> int:
+    """A TINY job on `hosts` hosts, run to the end; the job's exit code."""
+    return wait_for_hosts(start_tiny_hosts(data, job_dir, hosts, **overrides))
+
+
+def host_log(job_dir: Path) -> str:
+    return (job_dir / "hosts.log").read_text(errors="replace")

@@ -1,7 +1,14 @@
 import torch
 import torchvision
 
-from trainer.model import FEATURE_DIM, ImageClassifier, architecture, build_backbone, build_head
+from trainer.model import (
+    FEATURE_DIM,
+    ImageClassifier,
+    architecture,
+    build_backbone,
+    build_head,
+    build_stages,
+)
 
 
 def build_model(num_classes: int, hidden_units: int, dropout: float = 0.2) -> ImageClassifier:
@@ -54,3 +61,27 @@ def test_architecture_describes_what_is_built() -> None:
     linear = [m for m in model.head if isinstance(m, torch.nn.Linear)]
     assert described["head"] == [linear[0].in_features, 32, linear[-1].out_features]
     assert described["weights"] is None
+
+
+def test_stages_split_the_backbone_and_fold_for_export() -> None:
+    torch.manual_seed(0)
+    reference = build_backbone(pretrained=False)
+    torch.manual_seed(0)
+    front, stages = build_stages(pretrained=False, train_layers="layer4")
+    assert not any(p.requires_grad for p in front.parameters())
+    assert all(p.requires_grad for p in stages.parameters())
+    stages.train()
+    batchnorms = [m for m in stages.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert batchnorms and not any(m.training for m in batchnorms)  # frozen statistics
+    images = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        split = stages(front(images))
+        folded = stages.folded()(front(images))
+        whole = reference(images)
+    scale = float(whole.abs().max())
+    assert float((split - whole).abs().max()) <= 1e-4 * scale
+    assert float((folded - split).abs().max()) <= 1e-4 * scale
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in stages.folded().modules())
+    described = architecture(False, 32, 0.2, 3, "layer4")
+    assert described["frozen"] == "conv1 bn1 relu maxpool layer1 layer2 layer3"
+    assert described["trained"] == "layer4 (BatchNorm statistics frozen)"

@@ -1,20 +1,39 @@
-"""`deploy`, `invoke` and `cleanup`: a real-time endpoint running the serving image."""
+"""`deploy`, `invoke` and `cleanup`: endpoints running the serving image in every hosting mode.
+
+Real-time (optionally autoscaled or multi-model), asynchronous and serverless endpoints
+are made the same way (a `Model` or `MultiDataModel` with the serving image) and differ in
+their endpoint config; `invoke` and `cleanup` read the mode back from SageMaker.
+"""
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 from botocore.exceptions import ClientError, WaiterError
 
+from launch.cloud import async_inference, hosting, limits, scaling
+from launch.cloud.hosting import AsyncSettings, Endpoint, Hosting, Mode, ScalingSettings
+from launch.cloud.limits import MB
+from launch.cloud.predictor import (
+    Answer,
+    Classification,
+    ImageRequest,
+    first_prediction,
+    image_predictor_class,
+)
 from launch.cloud.settings import (
     LOCAL_INSTANCE_TYPES,
     AwsTarget,
     CloudError,
+    ensure_bucket,
     import_sagemaker,
+    split_s3_uri,
     unique_name,
 )
 from serving import content_types
@@ -22,49 +41,7 @@ from serving import content_types
 JSON = content_types.JSON
 PAYLOADS = ("image", "json")  # raw image bytes, or the serving image's {"instances": [{"b64"}]}
 ENDPOINT_BASE = "imgcls"
-
-
-def image_predictor_class() -> type:
-    """A Predictor that sends image bytes and parses the serving image's JSON predictions.
-
-    Built on first use because the SDK import takes seconds.
-    """
-    import_sagemaker()
-    from sagemaker.deserializers import SimpleBaseDeserializer  # noqa: PLC0415
-    from sagemaker.predictor import Predictor  # noqa: PLC0415
-    from sagemaker.serializers import IdentitySerializer  # noqa: PLC0415
-
-    class PredictionsDeserializer(SimpleBaseDeserializer):  # type: ignore[misc]
-        """JSON when the body is JSON, else the raw bytes (so `invoke` can show what came)."""
-
-        def __init__(self) -> None:
-            super().__init__(accept=JSON)
-
-        def deserialize(self, stream: Any, content_type: str) -> Any:
-            try:
-                body = stream.read()
-            finally:
-                stream.close()
-            try:
-                return json.loads(body)
-            except ValueError:
-                return body
-
-    class ImagePredictor(Predictor):  # type: ignore[misc]
-        def __init__(self, endpoint_name: str, sagemaker_session: Any = None, **_: Any) -> None:
-            super().__init__(
-                endpoint_name,
-                sagemaker_session=sagemaker_session,
-                # application/x-image: the serving image tells JPEG from PNG itself.
-                serializer=IdentitySerializer(content_type="application/x-image"),
-                deserializer=PredictionsDeserializer(),
-            )
-
-        def classify(self, body: bytes, content_type: str) -> Any:
-            """Predictions for one request body (image bytes, or JSON with base64 images)."""
-            return self.predict(body, initial_args={"ContentType": content_type})
-
-    return ImagePredictor
+ARCHIVE_SUFFIX = ".tar.gz"  # a model archive, as training jobs write model.tar.gz
 
 
 # -------------------------------------------------------------------------------------- deploy
@@ -84,41 +61,149 @@ def default_endpoint_name() -> str:
     return unique_name(ENDPOINT_BASE)
 
 
+def model_archives(s3: Any, prefix: str) -> list[str]:
+    """The model archives under a multi-model prefix, as names relative to it."""
+    bucket, key_prefix = split_s3_uri(prefix)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
+    return sorted(
+        item["Key"].removeprefix(key_prefix)
+        for page in pages
+        for item in page.get("Contents", [])
+        if item["Key"].endswith(ARCHIVE_SUFFIX)
+    )
+
+
+def with_async_defaults(settings: AsyncSettings, target: AwsTarget, endpoint: str) -> AsyncSettings:
+    """Results and failures under s3://BUCKET/PREFIX/async/ENDPOINT/ unless given."""
+    return dataclasses.replace(
+        settings,
+        output_uri=settings.output_uri or target.s3_uri("async", endpoint, "output"),
+        failure_uri=settings.failure_uri or target.s3_uri("async", endpoint, "failure"),
+    )
+
+
+def async_config(settings: AsyncSettings, instance_type: str) -> Any:
+    sdk = import_sagemaker()
+    topics = {"SuccessTopic": settings.success_topic, "ErrorTopic": settings.error_topic}
+    return sdk.async_inference.AsyncInferenceConfig(
+        output_path=settings.output_uri,
+        failure_path=settings.failure_uri,
+        max_concurrent_invocations_per_instance=hosting.requests_per_instance(instance_type)
+        if settings.max_concurrent_invocations is None
+        else settings.max_concurrent_invocations,
+        notification_config={key: arn for key, arn in topics.items() if arn} or None,
+    )
+
+
+def deploy_arguments(plan: Hosting, instance_type: str | None) -> dict[str, Any]:
+    """Model.deploy's keywords for the hosting mode."""
+    sdk = import_sagemaker()
+    if plan.serverless:
+        return {
+            "serverless_inference_config": sdk.serverless.ServerlessInferenceConfig(
+                memory_size_in_mb=plan.serverless.memory_mb,
+                max_concurrency=plan.serverless.max_concurrency,
+            )
+        }
+    if instance_type is None:
+        raise CloudError("deploy needs --instance-type unless --serverless")
+    arguments: dict[str, Any] = {
+        "initial_instance_count": plan.initial_instances,
+        "instance_type": instance_type,
+    }
+    if plan.asynchronous:
+        arguments["async_inference_config"] = async_config(plan.asynchronous, instance_type)
+    return arguments
+
+
+def make_model(
+    session: Any, image_uri: str, role: str, model_data: str, name: str, plan: Hosting
+) -> Any:
+    """A Model of the serving image, or a MultiDataModel over a prefix of archives."""
+    sdk = import_sagemaker()
+    common = {
+        "image_uri": image_uri,
+        "role": role,
+        "name": name,
+        "sagemaker_session": session,
+        "env": hosting.container_environment(plan.mode, plan.multi_model),
+        "predictor_cls": image_predictor_class(),
+    }
+    if plan.multi_model:
+        from sagemaker.multidatamodel import MultiDataModel  # noqa: PLC0415
+
+        return MultiDataModel(model_data_prefix=model_data, **common)
+    return sdk.model.Model(model_data=model_data, **common)
+
+
+def where(plan: Hosting, instance_type: str | None) -> str:
+    """How `deploy` describes the endpoint it makes, e.g. `on ml.m5.xlarge (asynchronous)`."""
+    if plan.serverless:
+        memory, concurrency = plan.serverless.memory_mb, plan.serverless.max_concurrency
+        return f"serverless ({memory} MB, {concurrency} concurrent requests)"
+    kinds = [str(plan.mode)] if plan.asynchronous else []
+    kinds += ["multi-model"] if plan.multi_model else []
+    count = f"{plan.initial_instances} x " if plan.initial_instances > 1 else ""
+    return f"on {count}{instance_type}" + (f" ({', '.join(kinds)})" if kinds else "")
+
+
 def deploy(
     session: Any,
     image_uri: str,
     role: str,
     model_data: str,
     endpoint_name: str,
-    instance_type: str,
+    instance_type: str | None,
     wait: bool,
+    plan: Hosting | None = None,
 ) -> Any:
-    """Create model, endpoint config and endpoint; wait for InService. Returns the Predictor."""
-    sdk = import_sagemaker()
-    model = sdk.model.Model(
-        image_uri=image_uri,
-        model_data=model_data,
-        role=role,
-        name=endpoint_name,
-        sagemaker_session=session,
-        predictor_cls=image_predictor_class(),
-    )
-    print(f"deploying {model_data}\n  to endpoint {endpoint_name} on {instance_type}")
+    """Create model, endpoint config and endpoint; wait for InService; autoscale if asked.
+
+    `model_data` is the model.tar.gz, or for a multi-model endpoint the prefix holding the
+    archives. Returns the Predictor (None for an asynchronous endpoint).
+    """
+    plan = plan or Hosting()
     local = instance_type in LOCAL_INSTANCE_TYPES  # local mode starts the container in-line
+    if local and (plan.mode is not Mode.REAL_TIME or plan.multi_model or plan.scaling):
+        raise CloudError("--local deploys a real-time endpoint with one model and no autoscaling")
+    if plan.scaling and not wait:
+        raise CloudError("autoscaling is set up once the endpoint is InService: drop --no-wait")
+    # Listed before anything is created: a wrong prefix fails here, not after deploying.
+    s3 = session.boto_session.client("s3")
+    archives = model_archives(s3, model_data) if plan.multi_model else []
+    model = make_model(session, image_uri, role, model_data, endpoint_name, plan)
+    print(f"deploying {model_data}\n  to endpoint {endpoint_name} {where(plan, instance_type)}")
+    if plan.asynchronous:
+        print(f"  results to {plan.asynchronous.output_uri}")
+    if plan.multi_model:
+        print(f"  models: {listed(archives) or 'none yet'}")
     predictor = model.deploy(
-        initial_instance_count=1,
-        instance_type=instance_type,
-        endpoint_name=endpoint_name,
-        wait=local,
+        endpoint_name=endpoint_name, wait=local, **deploy_arguments(plan, instance_type)
     )
     if local:
         status = "InService (local mode)"
     else:
         status = wait_in_service(session.sagemaker_client, endpoint_name) if wait else "Creating"
     print(f"endpoint {endpoint_name}: {status}")
-    print(f"invoke:   python scripts/cloud.py invoke --endpoint {endpoint_name} IMAGES...")
-    print(f"clean up: python scripts/cloud.py cleanup --endpoint {endpoint_name}")
-    return predictor
+    if plan.scaling:
+        autoscale(session, endpoint_name, plan.scaling, queued=plan.asynchronous is not None)
+    print_next_steps(endpoint_name, archives if plan.multi_model else None)
+    return None if plan.asynchronous else predictor
+
+
+def autoscale(session: Any, endpoint: str, settings: ScalingSettings, queued: bool) -> None:
+    for variant in hosting.describe_endpoint(session.sagemaker_client, endpoint).variants:
+        scaling.autoscale(session.boto_session, endpoint, variant, settings, queued)
+    print(scaling.describe(settings, queued))
+
+
+def print_next_steps(endpoint: str, archives: list[str] | None) -> None:
+    """The invoke and cleanup commands; `archives`: a multi-model endpoint's models."""
+    target_model = ""
+    if archives is not None:
+        target_model = f" --target-model {archives[0] if archives else 'MODEL' + ARCHIVE_SUFFIX}"
+    print(f"invoke:   python scripts/cloud.py invoke --endpoint {endpoint}{target_model} IMAGES...")
+    print(f"clean up: python scripts/cloud.py cleanup --endpoint {endpoint}")
 
 
 def wait_in_service(sagemaker_client: Any, endpoint: str, poll_s: int = 30) -> str:
@@ -140,15 +225,6 @@ def wait_in_service(sagemaker_client: Any, endpoint: str, poll_s: int = 30) -> s
 # -------------------------------------------------------------------------------------- invoke
 
 
-@dataclass(frozen=True)
-class Classification:
-    label: str
-    probability: float
-
-    def __str__(self) -> str:
-        return f"{self.label} {self.probability:.3f}"
-
-
 def image_paths(paths: list[Path]) -> list[Path]:
     """The images among the arguments: files as given, folders searched recursively."""
     found: list[Path] = []
@@ -166,17 +242,6 @@ def image_paths(paths: list[Path]) -> list[Path]:
     return found
 
 
-def first_prediction(response: Any) -> Classification | str:
-    """The top class from `{"predictions": [{"label", "probability", ...}]}`, or why not."""
-    try:
-        payload = json.loads(response) if isinstance(response, (bytes, str)) else response
-        top = payload["predictions"][0]
-        return Classification(str(top["label"]), float(top["probability"]))
-    except (ValueError, KeyError, IndexError, TypeError):
-        shown = response.decode(errors="replace") if isinstance(response, bytes) else response
-        return f"unexpected response {str(shown)[:40]!r}"
-
-
 def request_body(path: Path, payload: str) -> tuple[bytes, str]:
     """The request body and its content type: the image's bytes, or them base64 in JSON."""
     image = path.read_bytes()
@@ -186,55 +251,134 @@ def request_body(path: Path, payload: str) -> tuple[bytes, str]:
     return image, content_types.of_file(path.name)
 
 
-def runtime_classify(runtime: Any, endpoint: str, body: bytes, content_type: str) -> Any:
+def image_requests(paths: list[Path], payload: str, mode: Mode) -> list[ImageRequest]:
+    """Every request body, each checked against the mode's payload limit before any is sent."""
+    limit_mb = hosting.REQUEST_LIMITS[mode].payload_mb
+    requests = [ImageRequest(path, *request_body(path, payload)) for path in paths]
+    for request in requests:
+        if len(request.body) > limit_mb * MB:
+            larger = " (deploy --async for large images)" if mode is not Mode.ASYNC else ""
+            raise CloudError(
+                f"{request.path}: the request is {len(request.body) / MB:.1f} MB, over the "
+                f"{limit_mb} MB a {mode} endpoint accepts{larger}"
+            )
+    return requests
+
+
+def listed(names: list[str], at_most: int = 5) -> str:
+    """Names for a one-line message: a multi-model prefix may hold hundreds."""
+    more = f", and {len(names) - at_most} more" if len(names) > at_most else ""
+    return ", ".join(names[:at_most]) + more
+
+
+def check_target_model(
+    s3: Any, sagemaker_client: Any, endpoint: Endpoint, target_model: str | None
+) -> None:
+    """A multi-model endpoint needs --target-model naming one of its archives; others none."""
+    prefix = hosting.multi_model_prefix(sagemaker_client, endpoint.models[0])
+    if prefix is None:
+        if target_model:
+            raise CloudError(f"endpoint {endpoint.name} hosts one model: drop --target-model")
+        return
+    archives = model_archives(s3, prefix)
+    if target_model in archives:
+        return
+    known = listed(archives) if archives else f"none yet under {prefix}"
+    if not target_model:
+        raise CloudError(
+            f"endpoint {endpoint.name} is multi-model: pass --target-model NAME ({known})"
+        )
+    raise CloudError(f"no model archive {target_model} under {prefix} ({known})")
+
+
+def runtime_classify(
+    runtime: Any, endpoint: str, body: bytes, content_type: str, target_model: str | None = None
+) -> Any:
     """The same request without the SDK: boto3's sagemaker-runtime InvokeEndpoint."""
+    extra = {"TargetModel": target_model} if target_model else {}
     response = runtime.invoke_endpoint(
-        EndpointName=endpoint, ContentType=content_type, Accept=JSON, Body=body
+        EndpointName=endpoint, ContentType=content_type, Accept=JSON, Body=body, **extra
     )
     return response["Body"].read()
 
 
+def real_time_answers(
+    target: AwsTarget,
+    session: Any,
+    endpoint: str,
+    requests: list[ImageRequest],
+    target_model: str | None,
+) -> Iterator[tuple[Answer, Answer]]:
+    """Each image through the Predictor and through boto3, as the answers come."""
+    predictor = image_predictor_class()(endpoint, sagemaker_session=session)
+    runtime = target.session.client("sagemaker-runtime")
+    for request in requests:
+        body, content_type = request.body, request.content_type
+        by_sdk = predictor.classify(body, content_type, target_model)
+        by_boto3 = runtime_classify(runtime, endpoint, body, content_type, target_model)
+        yield first_prediction(by_sdk), first_prediction(by_boto3)
+
+
+def print_table(
+    paths: list[Path], boto3_call: str, answers: Iterable[tuple[Answer, Answer]]
+) -> int:
+    """One row per image: the SDK's answer and boto3's. Returns how many are missing or differ."""
+    width = max(len(str(path)) for path in paths)
+    print(f"{'image':{width}}  {'Predictor':24}  {boto3_call:24}", flush=True)
+    problems = 0
+    for path, (by_sdk, by_boto3) in zip(paths, answers, strict=True):
+        problems += not (isinstance(by_sdk, Classification) and by_sdk == by_boto3)
+        print(f"{path!s:{width}}  {by_sdk!s:24}  {by_boto3!s:24}", flush=True)
+    return problems
+
+
 def invoke(
-    target: AwsTarget, session: Any, endpoint: str, paths: list[Path], payload: str = "image"
+    target: AwsTarget,
+    session: Any,
+    endpoint: str,
+    paths: list[Path],
+    payload: str = "image",
+    target_model: str | None = None,
+    async_timeout_s: int = limits.ASYNC_DEFAULT_TIMEOUT_S,
 ) -> int:
     """Classify each image through the Predictor and through boto3; print a table.
 
+    An asynchronous endpoint gets its inputs through S3 and is polled for the results.
     Returns the number of images whose two answers are missing or disagree.
     """
     images = image_paths(paths)
-    predictor = image_predictor_class()(endpoint, sagemaker_session=session)
-    runtime = target.session.client("sagemaker-runtime")
-    width = max(len(str(path)) for path in images)
-    print(f"{'image':{width}}  {'Predictor':24}  {'invoke_endpoint':24}")
-    problems = 0
-    for path in images:
-        body, content_type = request_body(path, payload)
-        by_sdk = first_prediction(predictor.classify(body, content_type))
-        by_boto3 = first_prediction(runtime_classify(runtime, endpoint, body, content_type))
-        problems += not (isinstance(by_sdk, Classification) and by_sdk == by_boto3)
-        print(f"{path!s:{width}}  {by_sdk!s:24}  {by_boto3!s:24}")
-    return problems
+    described = hosting.describe_endpoint(session.sagemaker_client, endpoint)
+    s3 = target.session.client("s3")
+    check_target_model(s3, session.sagemaker_client, described, target_model)
+    requests = image_requests(images, payload, described.mode)
+    if described.mode is Mode.ASYNC:
+        ensure_bucket(target)  # the inputs go there, as the SDK's go to its default bucket
+        answers = async_inference.answers(target, session, endpoint, requests, async_timeout_s)
+        return print_table(images, "invoke_endpoint_async", answers)
+    answers = real_time_answers(target, session, endpoint, requests, target_model)
+    return print_table(images, "invoke_endpoint", answers)
 
 
 # ------------------------------------------------------------------------------------- cleanup
 
 
-def cleanup(sagemaker_client: Any, endpoint: str) -> list[str]:
-    """Delete the endpoint, its endpoint config and its models. Returns what was deleted."""
-    try:
-        config_name = sagemaker_client.describe_endpoint(EndpointName=endpoint)[
-            "EndpointConfigName"
-        ]
-    except ClientError as error:
-        raise CloudError(f"endpoint {endpoint} not found: {error}") from None
-    config = sagemaker_client.describe_endpoint_config(EndpointConfigName=config_name)
-    models = [variant["ModelName"] for variant in config["ProductionVariants"]]
-    sagemaker_client.delete_endpoint(EndpointName=endpoint)
-    deleted = [f"endpoint {endpoint}"]
-    sagemaker_client.delete_endpoint_config(EndpointConfigName=config_name)
-    deleted.append(f"endpoint config {config_name}")
-    for model in models:
-        sagemaker_client.delete_model(ModelName=model)
+def cleanup(boto_session: boto3.Session, endpoint: str) -> list[str]:
+    """Delete the endpoint's autoscaling, the endpoint, its endpoint config and its models.
+
+    Returns what was deleted. Autoscaling goes first: AWS asks for the scalable target to
+    be deregistered before its endpoint is deleted.
+    """
+    client = boto_session.client("sagemaker")
+    described = hosting.describe_endpoint(client, endpoint)
+    deleted = []
+    for variant in described.variants:
+        deleted += scaling.Scaler(boto_session, endpoint, variant).remove()
+    client.delete_endpoint(EndpointName=endpoint)
+    deleted.append(f"endpoint {endpoint}")
+    client.delete_endpoint_config(EndpointConfigName=described.config_name)
+    deleted.append(f"endpoint config {described.config_name}")
+    for model in described.models:
+        client.delete_model(ModelName=model)
         deleted.append(f"model {model}")
     for line in deleted:
         print(f"deleted {line}")

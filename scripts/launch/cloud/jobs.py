@@ -21,11 +21,22 @@ from launch.cloud.settings import (
     shown_path,
     unique_name,
 )
-from trainer.contract import IMAGE_CHANNELS, REQUIRED_CHANNELS, is_platform_key
+from trainer.contract import (
+    DEFAULT_BASE_DIR,
+    IMAGE_CHANNELS,
+    REQUIRED_CHANNELS,
+    TrainingPaths,
+    is_platform_key,
+)
 from trainer.metrics import METRIC_DEFINITIONS
 from trainer.search_space import OBJECTIVES, SEARCH_SPACE, Choice, FloatRange
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # where the training image keeps checkpoints
+# Where the training image writes its TensorBoard scalars (TensorBoardOutputConfig.LocalPath).
+TENSORBOARD_LOCAL_PATH = str(TrainingPaths(Path(DEFAULT_BASE_DIR)).tensorboard_dir)
+# File: each host downloads its channels before the job starts; FastFile streams each file
+# from S3 when the job first reads it (no wait, and a host reads only the files it decodes).
+INPUT_MODES = ("File", "FastFile")
 TUNE_JOB_BASE = "imgcls-tune"
 TRAIN_JOB_BASE = "imgcls-train"
 
@@ -41,6 +52,10 @@ class JobSettings:
     spot: bool = False
     max_wait_s: int | None = None  # spot only: at least max_run_s
     hyperparameters: dict[str, str] = field(default_factory=dict)
+    # Every host runs one worker per GPU; the channels reach every host whole
+    # (FullyReplicated): the job needs every file's label on every host.
+    instance_count: int = 1
+    input_mode: str = "File"
 
 
 def replace_hyperparameters(settings: JobSettings, hyperparameters: dict[str, str]) -> JobSettings:
@@ -84,6 +99,15 @@ def channel_inputs(target: AwsTarget, data_uri: str | None) -> dict[str, str]:
     return inputs
 
 
+def channel_sources(inputs: dict[str, str], input_mode: str) -> dict[str, Any]:
+    """The channels as the estimator takes them: plain URIs, or TrainingInputs for FastFile."""
+    if input_mode == "File" or next(iter(inputs.values()), "").startswith("file://"):
+        return dict(inputs)
+    from sagemaker.inputs import TrainingInput  # noqa: PLC0415
+
+    return {name: TrainingInput(uri, input_mode=input_mode) for name, uri in inputs.items()}
+
+
 def local_channel_inputs(data_uri: str) -> dict[str, str]:
     root = Path(data_uri.removeprefix("file://"))
     inputs = {
@@ -122,7 +146,7 @@ def make_estimator(
     return Estimator(
         image_uri=settings.image_uri,
         role=settings.role,
-        instance_count=1,
+        instance_count=settings.instance_count,
         instance_type=settings.instance_type,
         max_run=settings.max_run_s,
         output_path=target.s3_uri("output"),
@@ -221,7 +245,7 @@ def tune(
     inputs = channel_inputs(target, data_uri)
     name = unique_name(TUNE_JOB_BASE)
     tuner = make_tuner(make_estimator(target, session, settings, name), tuning)
-    tuner.fit(inputs=inputs, job_name=name, wait=False)
+    tuner.fit(inputs=channel_sources(inputs, settings.input_mode), job_name=name, wait=False)
     print(f"tuning job {name}: {tuning.max_jobs} jobs, {tuning.max_parallel_jobs} in parallel")
     for channel, uri in inputs.items():
         print(f"  {channel:5} {uri}")
@@ -319,6 +343,28 @@ def debugger_settings(target: AwsTarget, debugger: DebuggerSettings) -> dict[str
     }
 
 
+def monitoring_settings(
+    target: AwsTarget, name: str, debugger: DebuggerSettings | None
+) -> dict[str, Any]:
+    """TensorBoard output always (the image writes its scalars there), plus Debugger's hook,
+    rules and profiler, unless `debugger` is None: SageMaker Debugger is closed to new AWS
+    customers, so without it the job sends neither hook nor rules, and disables the
+    profiler (the SDK still sends `ProfilerConfig: {DisableProfiler: true}`)."""
+    from sagemaker.debugger import TensorBoardOutputConfig  # noqa: PLC0415
+
+    tensorboard = TensorBoardOutputConfig(
+        s3_output_path=target.s3_uri("tensorboard", name),
+        container_local_output_path=TENSORBOARD_LOCAL_PATH,
+    )
+    if debugger is None:
+        return {
+            "debugger_hook_config": False,
+            "disable_profiler": True,
+            "tensorboard_output_config": tensorboard,
+        }
+    return {**debugger_settings(target, debugger), "tensorboard_output_config": tensorboard}
+
+
 def wait_for_training_job(estimator: Any) -> None:
     """Stream the job's CloudWatch log until it ends; a failed job becomes a CloudError."""
     from sagemaker.exceptions import UnexpectedStatusException  # noqa: PLC0415
@@ -334,19 +380,25 @@ def train(
     target: AwsTarget,
     session: Any,
     settings: JobSettings,
-    debugger: DebuggerSettings,
+    debugger: DebuggerSettings | None,
     data_uri: str | None,
     wait: bool,
     local: str | None = None,
 ) -> str:
-    """Start (and by default wait for) one training job. Returns its name."""
+    """Start (and by default wait for) one training job. Returns its name.
+
+    `debugger` None: no SageMaker Debugger (hook, rules, profiler); TensorBoard only."""
     inputs = channel_inputs(target, data_uri)
-    # Local mode runs plain `docker run`: no Debugger rules, profiler or checkpoint sync.
-    extra = {} if local else debugger_settings(target, debugger)
     name = unique_name(TRAIN_JOB_BASE)
+    # Local mode runs plain `docker run`: no Debugger rules, profiler or checkpoint sync.
+    extra = {} if local else monitoring_settings(target, name, debugger)
     estimator = make_estimator(target, session, settings, name, **extra)
-    estimator.fit(inputs=inputs, job_name=name, wait=False)
-    print(f"training job {name} on {settings.instance_type}" + (" (spot)" if settings.spot else ""))
+    estimator.fit(inputs=channel_sources(inputs, settings.input_mode), job_name=name, wait=False)
+    hosts = f"{settings.instance_count} x " if settings.instance_count > 1 else ""
+    print(
+        f"training job {name} on {hosts}{settings.instance_type}"
+        + (" (spot)" if settings.spot else "")
+    )
     for key, value in sorted(settings.hyperparameters.items()):
         print(f"  {key}={value}")
     if wait:
@@ -355,8 +407,10 @@ def train(
     print(f"status: {described['TrainingJobStatus']}")
     if described["TrainingJobStatus"] == "Completed":
         print(f"model: {described['ModelArtifacts']['S3ModelArtifacts']}")
-    if not local:
+    if not local and debugger is not None:
         print(f"debugger output: {estimator.latest_job_debugger_artifacts_path()}")
+    if not local:
+        print(f"tensorboard output: {target.s3_uri('tensorboard', name)}")
     print(f"next: python scripts/cloud.py report --job {name}")
     print(f"      python scripts/cloud.py deploy --job {name}")
     return name

@@ -1,30 +1,44 @@
-"""`report`: what Debugger saw during a training job.
+"""`report`: a training job's loss curves, and what Debugger's rules said.
 
-Reads the losses the job's Debugger hook saved (from S3 for a SageMaker job, or from a
-local job directory written by `scripts/local.py train`) with smdebug, plots training and
-evaluation loss per step to a PNG, lists the Debugger and profiler rules' verdicts, and
-points to the profiler report.
+The curves come from the first source the job has, and the report says which:
+1. the losses its Debugger hook saved (per step, read with smdebug);
+2. its TensorBoard scalars (per epoch; every job writes them, with or without Debugger:
+   SageMaker uploads them through TensorBoardOutputConfig);
+3. its `metrics.json` (per epoch; in the job's output.tar.gz on SageMaker).
+Sources are a SageMaker job (S3) or a local job directory (`scripts/local.py train`; for a
+multi-host run, the leader's OUT/algo-1). Lists the Debugger and profiler rules' verdicts
+and points to the profiler report.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import tarfile
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from launch.cloud.settings import CloudError, shown_path
+from trainer.contract import TrainingPaths
 
 LOCAL_HOOK_CONFIG = Path("input") / "config" / "debughookconfig.json"
 LOCAL_TENSORS = Path("output") / "tensors"  # the hook's default LocalPath under the job dir
+METRICS_FILE = "metrics.json"
+OUTPUT_ARCHIVE = "output.tar.gz"  # SageMaker's archive of <base>/output/data
+DEBUGGER, TENSORBOARD, METRICS = "Debugger tensors", "TensorBoard events", METRICS_FILE
 
 
 @dataclass
 class JobDebugInfo:
-    """Where a job's Debugger output lives and what its rules said."""
+    """Where a job's loss curves may be (each a local path or an s3:// URI, or None) and
+    what its rules said."""
 
-    tensors: str  # a local folder or an s3:// URI
+    tensors: str | None  # Debugger's output folder
+    tensorboard: str | None = None  # the folder of the job's TensorBoard event files
+    metrics: str | None = None  # metrics.json, or (s3) the output.tar.gz holding it
     rules: list[tuple[str, str, str]] = field(default_factory=list)  # name, status, details
     profiler_report: str | None = None
     console_url: str | None = None
@@ -32,24 +46,33 @@ class JobDebugInfo:
 
 @dataclass
 class LossCurves:
-    """Loss values per step, per loss tensor, for the TRAIN and EVAL modes."""
+    """Loss values per step (or epoch), per loss tensor, for the TRAIN and EVAL modes."""
 
     train: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
     eval: dict[str, tuple[list[int], list[float]]] = field(default_factory=dict)
+    unit: str = "step"  # what the x values count: "step" (Debugger) or "epoch"
 
     def is_empty(self) -> bool:
         return not (self.train or self.eval)
 
 
 def local_job_info(job_dir: Path) -> JobDebugInfo:
-    """A local job: the hook config's LocalPath when it exists, else <job>/output/tensors."""
+    """A local job: the hook config's LocalPath when it exists, else <job>/output/tensors;
+    its TensorBoard folder and metrics.json. A multi-host job's leader is OUT/algo-1."""
+    if not (job_dir / "output").is_dir() and (job_dir / "algo-1" / "output").is_dir():
+        job_dir = job_dir / "algo-1"
     config_path = job_dir / LOCAL_HOOK_CONFIG
     tensors = job_dir / LOCAL_TENSORS
     if config_path.is_file():
         configured = json.loads(config_path.read_text()).get("LocalPath")
         if configured and Path(configured).is_dir():
             tensors = Path(configured)
-    return JobDebugInfo(tensors=str(tensors))
+    paths = TrainingPaths(job_dir)
+    return JobDebugInfo(
+        tensors=str(tensors),
+        tensorboard=str(paths.tensorboard_dir),
+        metrics=str(paths.output_data_dir / METRICS_FILE),
+    )
 
 
 def rule_statuses(described: dict[str, Any]) -> list[tuple[str, str, str]]:
@@ -86,10 +109,12 @@ def sagemaker_job_info(sagemaker_client: Any, region: str, job: str) -> JobDebug
     except Exception as error:  # botocore ClientError, without importing botocore here
         raise CloudError(f"training job {job} not found: {error}") from None
     hook = described.get("DebugHookConfig")
-    if not hook:
-        raise CloudError(f"training job {job} ran without a Debugger hook: nothing to report")
+    tensorboard = described.get("TensorBoardOutputConfig")
+    model = described.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
     return JobDebugInfo(
-        tensors=f"{hook['S3OutputPath'].rstrip('/')}/{job}/debug-output",
+        tensors=f"{hook['S3OutputPath'].rstrip('/')}/{job}/debug-output" if hook else None,
+        tensorboard=tensorboard["S3OutputPath"].rstrip("/") if tensorboard else None,
+        metrics=f"{model.rsplit('/', 1)[0]}/{OUTPUT_ARCHIVE}" if model else None,
         rules=rule_statuses(described),
         profiler_report=profiler_report_uri(described),
         console_url=(
@@ -137,6 +162,99 @@ def read_losses(tensors: str) -> LossCurves:
     return curves
 
 
+def read_tensorboard(location: str) -> LossCurves:
+    """The `*/loss` scalars of a folder of event files (downloaded first from S3)."""
+    if location.startswith("s3://"):
+        with tempfile.TemporaryDirectory() as folder:
+            if not _download_prefix(location, Path(folder), "tfevents"):
+                return LossCurves(unit="epoch")
+            return read_tensorboard(folder)
+    if not Path(location).is_dir():
+        return LossCurves(unit="epoch")
+    from tensorboard.backend.event_processing.event_accumulator import (  # noqa: PLC0415
+        EventAccumulator,
+    )
+
+    events = EventAccumulator(location)
+    events.Reload()
+    curves = LossCurves(unit="epoch")
+    for tag in events.Tags()["scalars"]:
+        split, _, name = tag.partition("/")
+        if name == "loss":
+            scalars = events.Scalars(tag)
+            curve = curves.train if split == "train" else curves.eval
+            curve[split] = ([s.step for s in scalars], [s.value for s in scalars])
+    return curves
+
+
+def read_metrics_file(location: str) -> LossCurves:
+    """train/valid loss per epoch from metrics.json (on S3: inside output.tar.gz)."""
+    text = _read_metrics_text(location)
+    if text is None:
+        return LossCurves(unit="epoch")
+    rows = json.loads(text)
+    epochs = [int(row["epoch"]) for row in rows]
+    return LossCurves(
+        train={"train": (epochs, [row["train_loss"] for row in rows])},
+        eval={"valid": (epochs, [row["valid_loss"] for row in rows])},
+        unit="epoch",
+    )
+
+
+def _read_metrics_text(location: str) -> str | None:
+    if not location.startswith("s3://"):
+        path = Path(location)
+        return path.read_text() if path.is_file() else None
+    import boto3  # noqa: PLC0415
+
+    bucket, _, key = location.removeprefix("s3://").partition("/")
+    try:
+        archive = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    except Exception:  # botocore's NoSuchKey, without importing botocore here
+        return None
+    with tarfile.open(fileobj=io.BytesIO(archive)) as members:
+        for member in members.getmembers():
+            if Path(member.name).name == METRICS_FILE and (handle := members.extractfile(member)):
+                return handle.read().decode()
+    return None
+
+
+def _download_prefix(location: str, folder: Path, containing: str) -> int:
+    """Download the objects under an s3:// prefix whose names contain `containing`."""
+    import boto3  # noqa: PLC0415
+
+    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    s3 = boto3.client("s3")
+    count = 0
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+        for item in page.get("Contents", []):
+            name = Path(item["Key"]).name
+            if containing in name:
+                s3.download_file(bucket, item["Key"], str(folder / name))
+                count += 1
+    return count
+
+
+def read_curves(info: JobDebugInfo) -> tuple[str, str, LossCurves]:
+    """(source, its location, curves) from the first source that has losses."""
+    problems = []
+    if info.tensors:
+        if has_collections(info.tensors):
+            return DEBUGGER, info.tensors, read_losses(info.tensors)
+        problems.append(f"no Debugger output under {info.tensors}")
+    if info.tensorboard:
+        curves = read_tensorboard(info.tensorboard)
+        if not curves.is_empty():
+            return TENSORBOARD, info.tensorboard, curves
+        problems.append(f"no TensorBoard losses under {info.tensorboard}")
+    if info.metrics:
+        curves = read_metrics_file(info.metrics)
+        if not curves.is_empty():
+            return METRICS, info.metrics, curves
+        problems.append(f"no {METRICS_FILE} at {info.metrics}")
+    raise CloudError("; ".join(problems) + " (yet: is the job still starting?)")
+
+
 def plot_losses(curves: LossCurves, title: str, png: Path) -> None:
     """Training and evaluation cross-entropy loss per step, side by side."""
     import matplotlib  # noqa: PLC0415
@@ -150,7 +268,7 @@ def plot_losses(curves: LossCurves, title: str, png: Path) -> None:
     for axis, (mode, curve) in zip(axes, panels, strict=True):
         for name, (steps, values) in curve.items():
             axis.plot(steps, values, marker="." if len(steps) < 50 else None, label=name)
-        axis.set(title=f"{mode} loss", xlabel=f"{mode} step", ylabel="cross-entropy loss")
+        axis.set(title=f"{mode} loss", xlabel=f"{mode} {curves.unit}", ylabel="cross-entropy loss")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.grid(alpha=0.3)
         if curve:
@@ -167,7 +285,7 @@ def summarise(curves: LossCurves) -> list[str]:
     for mode, curve in (("train", curves.train), ("eval", curves.eval)):
         for name, (steps, values) in curve.items():
             lines.append(
-                f"{mode:5} {name}: {len(steps)} steps, "
+                f"{mode:5} {name}: {len(steps)} {curves.unit}s, "
                 f"first {values[0]:.4f}, last {values[-1]:.4f}, min {min(values):.4f}"
             )
     return lines
@@ -175,10 +293,12 @@ def summarise(curves: LossCurves) -> list[str]:
 
 def report(job: str, info: JobDebugInfo, png: Path) -> LossCurves:
     """Print the report for one job and write its loss plot."""
-    curves = read_losses(info.tensors)
-    plot_losses(curves, job, png)
-    tensors = info.tensors if info.tensors.startswith("s3://") else shown_path(Path(info.tensors))
-    print(f"debugger output: {tensors}")
+    source, location, curves = read_curves(info)
+    plot_losses(curves, f"{job} ({source})", png)
+    shown = location if location.startswith("s3://") else shown_path(Path(location))
+    print(f"loss curves from {source}: {shown}")
+    if source == DEBUGGER:
+        print(f"debugger output: {shown}")
     for line in summarise(curves):
         print(line)
     print(f"loss plot: {shown_path(png)}")

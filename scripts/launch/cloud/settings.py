@@ -56,6 +56,14 @@ class AwsTarget:
         return self.s3_uri("data")
 
 
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    """`s3://bucket/key` -> (bucket, key); anything else is a CloudError."""
+    bucket, _, key = uri.removeprefix("s3://").partition("/")
+    if not uri.startswith("s3://") or not bucket:
+        raise CloudError(f"{uri} is not an s3://BUCKET/KEY URI")
+    return bucket, key
+
+
 def boto_session(region: str | None) -> boto3.Session:
     """A boto3 session with a region and credentials, or a CloudError naming what to set."""
     session = boto3.Session(region_name=region) if region else boto3.Session()

@@ -1,10 +1,12 @@
 """Run the containers' commands as plain processes, without Docker or AWS.
 
     python scripts/local.py train --data DIR --job-dir OUT [--hp key=value ...]
+                                  [--hosts N] [--workers-per-host K]
 
 lays OUT out exactly like /opt/ml and runs the same `train` command the training
-image runs, with SAGEMAKER_BASE_DIR=OUT. The other subcommands do the same for
-serving and tuning.
+image runs, with SAGEMAKER_BASE_DIR=OUT (with --hosts N: one such folder per host,
+OUT/algo-1 ... OUT/algo-N, and one `train` per host, meeting on loopback). The other
+subcommands do the same for serving and tuning.
 """
 
 from __future__ import annotations
@@ -43,6 +45,18 @@ def build_parser() -> argparse.ArgumentParser:
         train_parser,
         job_dir_help="folder laid out like /opt/ml; model/ holds the artifacts",
         hp_help="a hyperparameter, as SageMaker would pass it (repeatable)",
+    )
+    train_parser.add_argument(
+        "--hosts",
+        type=int,
+        default=1,
+        help="hosts to emulate, each a `train` process with its own OUT/algo-N (default: 1)",
+    )
+    train_parser.add_argument(
+        "--workers-per-host",
+        type=int,
+        help="workers each host starts (the workers_per_host hyperparameter; default: one "
+        "per GPU, one on a CPU host)",
     )
     serve_parser = commands.add_parser("serve", help="run the serving job locally")
     serve_parser.add_argument(
@@ -108,7 +122,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     if args.command == "train":
-        return processes.train(args.data, args.job_dir, hyperparameters)
+        if args.hosts < 1:
+            parser.error("--hosts takes a number >= 1")
+        if args.workers_per_host is not None:
+            hyperparameters["workers_per_host"] = str(args.workers_per_host)
+        return processes.train(args.data, args.job_dir, hyperparameters, args.hosts)
     if args.command == "serve":
         with tempfile.TemporaryDirectory(prefix="local-serve-") as base_dir:
             return processes.serve(args.model_dir, args.port, Path(base_dir))

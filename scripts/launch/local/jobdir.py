@@ -19,8 +19,27 @@ def replace_link(link: Path, target: Path) -> None:
     link.symlink_to(target.resolve(), target_is_directory=True)
 
 
-def layout_job_dir(job_dir: Path, data_dir: Path, hyperparameters: dict[str, str]) -> None:
-    """Write JOB/input/{config,data} as SageMaker does; keep checkpoints so a rerun resumes."""
+def host_names(count: int) -> list[str]:
+    """SageMaker's names for the hosts of a job: algo-1, algo-2, ..."""
+    return [f"algo-{number}" for number in range(1, count + 1)]
+
+
+def host_dirs(job_dir: Path, hosts: int) -> list[Path]:
+    """One /opt/ml per host: JOB itself for one host, JOB/algo-1, JOB/algo-2, ... for more."""
+    return [job_dir] if hosts == 1 else [job_dir / name for name in host_names(hosts)]
+
+
+def layout_job_dir(
+    job_dir: Path,
+    data_dir: Path,
+    hyperparameters: dict[str, str],
+    hosts: list[str] | None = None,
+    current_host: str = LOCAL_HOST,
+) -> None:
+    """Write JOB/input/{config,data} as SageMaker does; keep checkpoints so a rerun resumes.
+
+    `hosts`: the job's hosts as resourceconfig.json names them (default: this one alone).
+    """
     paths = TrainingPaths(job_dir)
     for folder in (paths.config_dir, paths.input_data_dir, paths.model_dir, paths.output_data_dir):
         folder.mkdir(parents=True, exist_ok=True)
@@ -32,8 +51,8 @@ def layout_job_dir(job_dir: Path, data_dir: Path, hyperparameters: dict[str, str
         for name in channels
     }
     resource_config = {
-        "current_host": LOCAL_HOST,
-        "hosts": [LOCAL_HOST],
+        "current_host": current_host,
+        "hosts": hosts or [LOCAL_HOST],
         "network_interface_name": "lo",
     }
     # SageMaker passes every hyperparameter value as a string.

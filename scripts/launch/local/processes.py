@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import IO, Any
 
 from launch.local import client
-from launch.local.jobdir import layout_job_dir, layout_serving_dir
+from launch.local.jobdir import host_dirs, host_names, layout_job_dir, layout_serving_dir
 from serving.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV
+from trainer.contract import MASTER_ADDR_ENV, MASTER_PORT_ENV
 
 DEFAULT_SERVE_PORT = 8080
 
@@ -28,8 +29,15 @@ def installed_command(name: str) -> str:
     return str(Path(sys.executable).with_name(name))
 
 
-def training_environment(job_dir: Path) -> dict[str, str]:
-    return {**os.environ, BASE_DIR_ENV: str(job_dir.resolve()), "PYTHONUNBUFFERED": "1"}
+def training_environment(job_dir: Path, rendezvous_port: int | None = None) -> dict[str, str]:
+    """`train`'s environment; a job of several workers meets on loopback at a free port."""
+    return {
+        **os.environ,
+        BASE_DIR_ENV: str(job_dir.resolve()),
+        "PYTHONUNBUFFERED": "1",
+        MASTER_ADDR_ENV: "127.0.0.1",
+        MASTER_PORT_ENV: str(rendezvous_port or free_port()),
+    }
 
 
 def run_training(
@@ -42,12 +50,41 @@ def run_training(
     )
 
 
-def train(data: Path, job_dir: Path, hyperparameters: dict[str, str]) -> int:
+def start_hosts(
+    data: Path, job_dir: Path, hyperparameters: dict[str, str], hosts: int, **popen: Any
+) -> list[subprocess.Popen[Any]]:
+    """A job of `hosts` hosts as SageMaker runs it: one `train` per host, each in its own
+    JOB/algo-N laid out like /opt/ml, all meeting at the first host on loopback."""
+    names, port = host_names(hosts), free_port()
+    processes = []
+    for name, host_dir in zip(names, host_dirs(job_dir, hosts), strict=True):
+        layout_job_dir(host_dir, data, hyperparameters, names, name)
+        processes.append(
+            subprocess.Popen(
+                [installed_command("train")], env=training_environment(host_dir, port), **popen
+            )
+        )
+    return processes
+
+
+def wait_for_hosts(processes: list[subprocess.Popen[Any]]) -> int:
+    """Wait for every host; the job's exit code is the first non-zero one, else 0."""
+    codes = [process.wait() for process in processes]
+    return next((code for code in codes if code), 0)
+
+
+def train(data: Path, job_dir: Path, hyperparameters: dict[str, str], hosts: int = 1) -> int:
     """Run one training job, its log streaming to this terminal; returns its exit code."""
     for required in ("train", "valid"):
         if not (data / required).is_dir():
             print(f"note: {data / required} is missing; the job will report it", file=sys.stderr)
-    return run_training(data, job_dir, hyperparameters).returncode
+    if hosts == 1:
+        return run_training(data, job_dir, hyperparameters).returncode
+    processes = start_hosts(data, job_dir, hyperparameters, hosts)
+    try:
+        return wait_for_hosts(processes)
+    except KeyboardInterrupt:  # the terminal sent SIGINT to every host as well
+        return wait_for_hosts(processes)
 
 
 def free_port() -> int:
