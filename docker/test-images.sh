@@ -31,6 +31,9 @@ step() { printf '== %-44s %5d s\n' "$*" $((SECONDS - started)) >&2; }
 step "engine installed"
 state=$(mktemp -d /var/lib/test-images.XXXXXX)
 trap '"$here/engine.sh" stop "$state"; step "engine stopped, its data deleted"' EXIT
+# Interrupted too: bash runs no EXIT trap when a signal ends it.
+trap 'exit 130' INT
+trap 'exit 143' TERM
 DOCKER_HOST=$("$here/engine.sh" start "$state")
 export DOCKER_HOST PATH="$state/bin:$PATH" DOCKER_BUILDKIT=1
 step "engine started: Docker $(docker version --format '{{.Server.Version}}')"
