@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # `make test-images`: build both images from docker/*.Dockerfile on a private Docker engine,
 # run TEST_COMMAND (the container tests) against them, print their sizes, then remove
-# everything and stop the engine. Debian 12, as root; about 26 GB of disk while it runs.
+# everything and stop the engine. Debian 12, as root; 28 GB of disk at its peak.
 #   docker/test-images.sh TEST_COMMAND [ARG...]
 #
-# What this machine cannot fetch is replaced by build arguments only: a Debian 12 base
-# image made from the machine's apt mirror for every base image, Debian's python3.11 for
-# the uv-installed CPython, and no ImageNet weights baked into the training image.
+# It needs to reach only Debian's archive and PyPI: build arguments put, in place of what
+# comes from elsewhere, a Debian 12 base image made from the machine's apt mirror for every
+# base image, Debian's python3.11 for uv's CPython, and no ImageNet weights in the training
+# image.
 # Both images are the gpu variant: PyPI's torch (the cpu one comes from PyTorch's index).
 set -euo pipefail
 
