@@ -42,7 +42,7 @@ step "engine started: Docker $(docker version --format '{{.Server.Version}}')"
 base=$("$here/base-image.sh")
 step "base image $base"
 
-# What stands in for what this machine cannot fetch (BAKE_WEIGHTS is the training image's).
+# The stand-ins (BAKE_WEIGHTS is the training image's); the tests build with them too.
 stand_ins=(PYTHON_SOURCE=system "BUILD_BASE_IMAGE=$base" "CPU_BASE_IMAGE=$base"
   "GPU_BASE_IMAGE=$base" BAKE_WEIGHTS=false)
 build() { # IMAGE TAG: docker build, its log kept in STATE_DIR
@@ -64,13 +64,9 @@ for job in "serve:$serve_build" "train:$train_build"; do
 done
 step "images built"
 
-print_sizes() {
-  local image
-  for image in "$TRAIN_IMAGE" "$SERVE_IMAGE"; do
-    printf '%s: %s bytes\n' "$image" "$(docker image inspect --format '{{.Size}}' "$image")" >&2
-  done
-}
-print_sizes
+for image in "$TRAIN_IMAGE" "$SERVE_IMAGE"; do
+  printf '%s: %s bytes\n' "$image" "$(docker image inspect --format '{{.Size}}' "$image")" >&2
+done
 
 export TEST_IMAGES_TRAIN=$TRAIN_IMAGE TEST_IMAGES_SERVE=$SERVE_IMAGE
 export TEST_IMAGES_STAND_INS="${stand_ins[*]}"
