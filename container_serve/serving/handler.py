@@ -4,7 +4,8 @@ encode for every server batch.
 The four functions keep the sagemaker-inference toolkit's signatures, so a reader who
 knows the toolkit recognises them:
 
-    model_fn(model_dir, context=None) -> LoadedModel   (TorchScript + model_config.json, warmed)
+    model_fn(model_dir, context=None) -> LoadedModel   (TorchScript + model_config.json, warmed,
+                                                        in the serving precision, channels_last)
     input_fn(input_data, content_type) -> RGB images    (codecs.DECODERS by content type)
     predict_fn(data, model)            -> probabilities (one batched forward, images x classes)
     output_fn(prediction, accept)      -> (body, content type)   (codecs.ENCODERS)
@@ -30,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from PIL import Image
 
-from model_artifact import torchscript
+from model_artifact import precision, torchscript
 from model_artifact.config import ArtifactError, ModelConfig, read_config
 from model_artifact.preprocessing import Preprocessing, eval_transform
 from serving import codecs, content_types, contract, state
@@ -43,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 # Forward passes of at most this many images, to bound memory for large server batches.
 PREDICT_CHUNK = 32
+# TorchScript's profiling executor runs a graph as profiled on its first call and optimises
+# it on its second: both happen at load time, not on the first requests.
+WARM_UP_PASSES = 2
 INTERNAL_ERROR = "internal server error; the reason is in the server log"
 
 
@@ -52,10 +57,15 @@ class LoadedModel:
     config: ModelConfig
     transform: Any  # PIL image -> normalised tensor (model_artifact.preprocessing)
     device: torch.device
+    precision: str = "fp32"  # what the network computes in (model_artifact.precision)
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.config.classes
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return precision.dtype(self.precision) or torch.float32
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -75,18 +85,11 @@ class Prediction:
 
 
 def model_fn(model_dir: str | Path, context: Any = None) -> LoadedModel:
-    """Load the artifact on this worker's device and warm it up; problems raise ArtifactError."""
+    """Load the artifact on this worker's device in the serving precision and warm it up;
+    problems raise ArtifactError."""
     model_dir = Path(model_dir)
-    config = read_config(model_dir)
-    device = worker_device(context)
-    try:
-        network = torchscript.load_model(model_dir, config, device)
-    except (RuntimeError, ValueError, OSError) as error:
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ArtifactError(f"{config.model_file} is not a TorchScript model: {detail}") from None
-    model = LoadedModel(network, config, eval_transform(config.preprocessing), device)
-    warm_up(model)
-    return model
+    model = load_model(model_dir, worker_device(context), contract.serving_precision())
+    return warmed_up(model, model_dir)
 
 
 def input_fn(input_data: bytes | None, content_type: str | None) -> list[Image.Image]:
@@ -111,6 +114,23 @@ def output_fn(prediction: Prediction, accept: str) -> tuple[bytes, str]:
 # --------------------------------------------------------------------------- model loading
 
 
+def load_model(model_dir: Path, device: torch.device, choice: str) -> LoadedModel:
+    """The artifact on `device`, channels_last, cast to the precision `choice` resolves to."""
+    config = read_config(model_dir)
+    chosen = precision.resolve(choice, device)
+    try:
+        network = torchscript.load_model(model_dir, config, device)
+    except (RuntimeError, ValueError, OSError) as error:
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ArtifactError(f"{config.model_file} is not a TorchScript model: {detail}") from None
+    # channels_last: oneDNN's and cuDNN's fast convolution kernels work in that layout.
+    network = network.to(memory_format=torch.channels_last)
+    dtype = precision.dtype(chosen)
+    if dtype is not None:  # weights cast once, not per call as autocast would
+        network = network.to(dtype)
+    return LoadedModel(network, config, eval_transform(config.preprocessing), device, chosen)
+
+
 def worker_device(context: Any = None) -> torch.device:
     """The GPU multi-model-server assigned to this worker, else the CPU."""
     if not torch.cuda.is_available():
@@ -120,13 +140,18 @@ def worker_device(context: Any = None) -> torch.device:
 
 
 def warm_up(model: LoadedModel) -> None:
-    """One prediction at load time: the first request doesn't pay for lazy initialisation,
-    and a model whose outputs don't match its class list never serves."""
+    """Predictions at load time, in the serving precision: the first request doesn't pay for
+    lazy initialisation (TorchScript optimises a graph on its second run), and a model whose
+    outputs don't match its class list never serves."""
     size = model.preprocessing.resize_size
-    try:
-        logits = _forward(model, [Image.new("RGB", (size, size))])
-    except RuntimeError as error:
-        raise ArtifactError(f"the model fails on a {size}x{size} image: {error}") from None
+    for _ in range(WARM_UP_PASSES):
+        try:
+            logits = _forward(model, [Image.new("RGB", (size, size))])
+        except RuntimeError as error:
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ArtifactError(
+                f"the model fails on a {size}x{size} image in {model.precision}: {detail}"
+            ) from None
     expected = (1, len(model.classes))
     if tuple(logits.shape) != expected:
         raise ArtifactError(
@@ -141,8 +166,20 @@ def _forward(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
         for start in range(0, len(images), PREDICT_CHUNK):
             chunk = images[start : start + PREDICT_CHUNK]
             batch = torch.stack([model.transform(image) for image in chunk])
-            chunks.append(model.network(batch.to(model.device)))
+            chunks.append(model.network(_to_device(batch, model)))
     return torch.cat(chunks)
+
+
+def _to_device(batch: torch.Tensor, model: LoadedModel) -> torch.Tensor:
+    if model.device.type == "cuda":
+        # Page-locked memory: the copy to the GPU needs no staging copy and runs async.
+        batch = batch.pin_memory()
+    return batch.to(
+        model.device,
+        dtype=model.input_dtype,
+        memory_format=torch.channels_last,
+        non_blocking=True,
+    )
 
 
 # ------------------------------------------------------------------------- one server batch
@@ -222,24 +259,34 @@ class HandlerService:
         self.model: LoadedModel | None = None
 
     def initialize(self, context: Any) -> None:
-        """Load and warm up the model; a failure is reported to `serve`, which exits."""
-        started = time.perf_counter()
+        """Load and warm up the model, timing each step; a failure is reported to `serve`
+        (which exits unless it serves many models), and on a multi-model endpoint a model
+        beyond the limit raises MemoryError (multi-model-server answers 507)."""
+        timings = {"start the worker, import the handler": _seconds_since_process_start()}
+        model_dir = Path(context.system_properties["model_dir"])
         try:
-            self.model = model_fn(context.system_properties["model_dir"], context)
+            with multi_model_slot(context):
+                started = time.perf_counter()
+                model = load_model(model_dir, worker_device(context), contract.serving_precision())
+                timings["load the model"] = time.perf_counter() - started
+                started = time.perf_counter()
+                self.model = warmed_up(model, model_dir)
+                timings[f"warm up in {self.model.precision}"] = time.perf_counter() - started
         except Exception as error:
             reason = str(error) if isinstance(error, ArtifactError) else repr(error)
             state.report_load_failure(reason)
             logger.error("model failed to load: %s", reason)
             raise
         logger.info(
-            "model loaded and warmed up in %.2f s (pid %d, %s, %d torch threads, classes %s)",
-            time.perf_counter() - started,
+            "model loaded and warmed up in %.2f s (pid %d, %s, %s, %d torch threads, classes %s)",
+            sum(timings.values()),
             os.getpid(),
             self.model.device,
+            self.model.precision,
             torch.get_num_threads(),
             ", ".join(self.model.classes),
         )
-        state.report_ready()
+        state.report_ready(timings)
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         if self.model is None:
@@ -256,6 +303,36 @@ class HandlerService:
                 context.set_response_status(int(request.status), request.status.phrase, idx=index)
                 context.set_response_content_type(index, content_types.JSON)
         return bodies
+
+
+def warmed_up(model: LoadedModel, model_dir: Path) -> LoadedModel:
+    """`model` warmed up, or (for `auto` precision) the same artifact in fp32 if it fails in
+    a reduced precision: `auto` never makes a servable model unservable."""
+    try:
+        warm_up(model)
+        return model
+    except ArtifactError:
+        if contract.serving_precision() != precision.AUTO or model.precision == "fp32":
+            raise
+    logger.warning("the model fails in %s; serving it in fp32", model.precision)
+    fp32 = load_model(model_dir, model.device, "fp32")
+    warm_up(fp32)
+    return fp32
+
+
+def _seconds_since_process_start() -> float:
+    return time.time() - psutil.Process().create_time()
+
+
+@contextlib.contextmanager
+def multi_model_slot(context: Any) -> Iterator[None]:
+    """On a multi-model endpoint, hold one of SERVING_MAX_MODELS slots while loading and
+    after; elsewhere a no-op."""
+    if not contract.multi_model_endpoint():
+        yield
+        return
+    with state.model_slot(str(context.model_name), contract.max_models()):
+        yield
 
 
 def headers_of(context: Any, index: int) -> dict[str, str]:

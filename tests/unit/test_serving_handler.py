@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +41,15 @@ def write_model_dir(model_dir: Path, classes: list[str] = CLASSES, num_outputs: 
     config = ModelConfig(classes=tuple(classes), preprocessing=Preprocessing.for_image_size(32))
     export_model(model_dir, TinyNet(num_outputs), config)
     return model_dir
+
+
+@pytest.fixture(scope="module", autouse=True)
+def fp32_serving() -> Iterator[None]:
+    """These tests compare with the artifact computed by hand in fp32: serve in fp32
+    (test_serving_precision.py covers the reduced precisions)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SERVING_PRECISION", "fp32")
+        yield
 
 
 @pytest.fixture(scope="module")
