@@ -90,7 +90,9 @@ def open_rgb(
             return upright.convert("RGB")
     except UnreadableImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except Exception as error:
+        # Pillow's format plugins fail on crafted bytes with OSError and ValueError, but also
+        # with struct.error, IndexError, ZeroDivisionError and others: all the same to a caller.
         raise UnreadableImageError(f"not a decodable image ({error})") from error
 
 

@@ -52,6 +52,8 @@ MAX_UNIX_SOCKET_PATH = 107
 
 # SageMaker forwards InvokeEndpoint's CustomAttributes in this header (e.g. "top_k=3").
 CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
+# On every answer: how many requests the server batched into the forward pass that made it.
+BATCH_SIZE_HEADER = "x-serving-batch-size"
 
 DEFAULT_BASE_DIR = "/opt/ml"
 MODEL_SUBDIR = "model"

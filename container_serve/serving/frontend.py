@@ -293,9 +293,7 @@ def _archive_run(java: Path, jar: Path, archive: Path) -> Iterator[int]:
             {contract.BIND_TO_PORT_ENV: str(port), contract.MODEL_SERVER_WORKERS_ENV: "1"}
         )
         config = runtime / "mms.properties"
-        config.write_text(
-            server.mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER)
-        )
+        config.write_text(server.mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER))
         launch = Launch(java, jar, runtime, config, runtime / "store", "model=model")
         flags = [f"-XX:ArchiveClassesAtExit={archive}", *START_UP_FLAGS]
         command = jvm_command(settings, launch, flags)
@@ -358,6 +356,13 @@ def write_archive(java: Path, jar: Path) -> Path:
     return archive
 
 
+def remove_all_but(*keep: Path) -> None:
+    """Earlier builds' jars and archives: never used again once their sources changed."""
+    for path in BUILD_DIR.iterdir():
+        if path not in keep:
+            path.unlink()
+
+
 # ------------------------------------------------------------------------------ the CLI
 
 
@@ -369,7 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         jar = build_jar()
         print(f"frontend jar: {jar}")
-        print(f"class archive: {write_archive(java_executable(), jar)}")
+        archive = write_archive(java_executable(), jar)
+        print(f"class archive: {archive}")
+        remove_all_but(jar, archive)
     except FrontendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

@@ -297,6 +297,8 @@ class HandlerService:
         ]
         bodies = answer(requests, self.model)
         for index, request in enumerate(requests):
+            # How many requests shared this forward pass: server-side batching made visible.
+            context.set_response_header(index, contract.BATCH_SIZE_HEADER, str(len(requests)))
             if request.error is None:
                 context.set_response_content_type(index, request.accept)
             else:

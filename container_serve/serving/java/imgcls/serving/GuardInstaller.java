@@ -8,9 +8,10 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Sits on a server channel and gives every accepted connection a {@link RequestGuard}.
+ * Sits on a server channel and gives every accepted connection a {@link RequestGuard} and a
+ * {@link RegistrationRepair}.
  *
- * <p>The guard belongs just before multi-model-server's "aggregator", which its own
+ * <p>They belong just before and after multi-model-server's "aggregator", which its own
  * initializer adds when the connection registers. So this handler adds a placeholder before
  * the connection is registered, and the placeholder moves the guard into place when the
  * connection becomes active: after every initializer has run, before the first read.
@@ -31,7 +32,7 @@ final class GuardInstaller extends ChannelInboundHandlerAdapter {
         ctx.fireChannelRead(msg);
     }
 
-    /** Puts a RequestGuard before the aggregator once the connection's pipeline is built. */
+    /** Puts the guard and the repair around the aggregator once the pipeline is built. */
     static final class Placeholder extends ChannelInboundHandlerAdapter {
 
         private static final Logger LOG = LoggerFactory.getLogger(Placeholder.class);
@@ -50,6 +51,7 @@ final class GuardInstaller extends ChannelInboundHandlerAdapter {
                 LOG.error("No {} in the connection's pipeline: requests are not guarded", AGGREGATOR);
             } else {
                 pipeline.addBefore(AGGREGATOR, "serving-guard", new RequestGuard(settings));
+                pipeline.addAfter(AGGREGATOR, "serving-registration-repair", new RegistrationRepair());
             }
             pipeline.remove(this);
             super.channelActive(ctx);
