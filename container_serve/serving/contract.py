@@ -36,10 +36,12 @@ MULTI_MODEL_ENV = parameters.MULTI_MODEL_ENV  # "true": SageMaker's multi-model 
 BATCH_SIZE_ENV = "SAGEMAKER_MODEL_SERVER_BATCH_SIZE"  # requests per forward pass; 1 = off
 MAX_BATCH_DELAY_ENV = "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY"  # ms a batch waits to fill
 PRECISION_ENV = "SERVING_PRECISION"  # auto | fp32 | bf16 | fp16
+PRELOAD_ENV = "SERVING_PRELOAD"  # "false": workers import torch themselves (serving/preload.py)
 MAX_MODELS_ENV = "SERVING_MAX_MODELS"  # multi-model: models loaded at once
 
 # Set by `serve` for the worker processes; not part of SageMaker's contract.
 STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
+PRELOAD_SOCKET_ENV = "SERVING_PRELOAD_SOCKET"  # see serving/preload.py
 TORCH_THREADS_ENV = "OMP_NUM_THREADS"  # torch reads it; MMS workers default it to 1
 JAVA_HOME_ENV = "JAVA_HOME"  # where multi-model-server finds java when it is not on PATH
 # Which GPUs a process may use (CUDA's own variable); unset means every GPU of the host.
@@ -98,6 +100,7 @@ class ServeSettings:
     gpus: int = 0
     multi_model: bool = False
     max_models: int = 1  # multi-model: loaded at once; one more answers 507
+    preload: bool = True  # import torch and the handler while the JVM starts
 
     @property
     def model_dir(self) -> Path:
@@ -152,7 +155,7 @@ def read_settings(
     env = os.environ if env is None else env
     cores = available_cores() if cores is None else cores
     gpus = visible_gpus(env) if gpus is None else gpus
-    multi_model = multi_model_endpoint(env)
+    multi_model = env.get(MULTI_MODEL_ENV, "").strip().lower() == "true"
     # Multi-model: one worker per model (an endpoint holds many models, each used rarely).
     workers = _positive_int(
         env, MODEL_SERVER_WORKERS_ENV, 1 if multi_model else default_workers(cores, gpus)
@@ -177,7 +180,17 @@ def read_settings(
         gpus=gpus,
         multi_model=multi_model,
         max_models=_positive_int(env, MAX_MODELS_ENV, default_max_models(memory_bytes)),
+        preload=_boolean(env, PRELOAD_ENV, default=True),
     )
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ServeConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"
 
 
 def _timeout_s(env: Mapping[str, str]) -> int:
@@ -211,16 +224,6 @@ def _precision(env: Mapping[str, str]) -> str:
             f"{PRECISION_ENV} must be one of {', '.join(precision.CHOICES)}, got {choice!r}"
         )
     return choice
-
-
-def multi_model_endpoint(env: Mapping[str, str] | None = None) -> bool:
-    env = os.environ if env is None else env
-    return env.get(MULTI_MODEL_ENV, "").strip().lower() == "true"
-
-
-def max_models(env: Mapping[str, str] | None = None) -> int:
-    """Models a multi-model endpoint holds at once (`serve` passes its resolved value)."""
-    return _positive_int(os.environ if env is None else env, MAX_MODELS_ENV, default_max_models())
 
 
 def serving_precision(env: Mapping[str, str] | None = None) -> str:

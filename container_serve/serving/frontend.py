@@ -3,9 +3,10 @@
 `serve` starts the JVM itself (not through multi-model-server's Python launcher), with:
 
 - this package's frontend extension, compiled from `serving/java/` into a jar: its main
-  class is multi-model-server's server plus server-side batching for the served model and
-  a guard for odd requests (413 and 415 answers with a JSON reason, GET
-  /execution-parameters); see the Java sources for why each is needed;
+  class is multi-model-server's server plus server-side batching for the served model, a
+  guard for odd requests (413 and 415 answers with a JSON reason, GET
+  /execution-parameters), and on a multi-model endpoint a limit on the models loaded (507)
+  and the repair of failed registrations; the Java sources say why each is needed;
 - start-up flags that halve the JVM's boot (C1 compiler only, serial GC) and, where one
   was written for this JVM and these jars, an application class-data archive.
 
@@ -201,6 +202,11 @@ def system_properties(settings: contract.ServeSettings) -> dict[str, str]:
         ).decode(),
     }
     properties["serving.execution_parameters"] = json.dumps(execution_parameters(settings))
+    properties["serving.max_models"] = str(settings.max_models if settings.multi_model else 0)
+    properties["serving.model_limit_body"] = error_body(
+        f"this endpoint holds at most {settings.max_models} models at once "
+        f"({contract.MAX_MODELS_ENV}): unload one (DELETE /models/<name>) first"
+    ).decode()
     return properties
 
 
@@ -231,9 +237,13 @@ def jvm_flags(settings: contract.ServeSettings, launch: Launch) -> list[str]:
 
 
 def jvm_command(
-    settings: contract.ServeSettings, launch: Launch, flags: Sequence[str] | None = None
+    settings: contract.ServeSettings,
+    launch: Launch,
+    flags: Sequence[str] | None = None,
+    python: str = sys.executable,
 ) -> list[str]:
-    """The JVM command line; `flags` replaces the start-up flags (jvm_flags) when given."""
+    """The JVM command line; `flags` replaces the start-up flags (jvm_flags) when given,
+    `python` is what the frontend runs its Python backends with."""
     properties = {
         "model_server_home": str(mms_home()),
         "log4j.configurationFile": LOG_CONFIG.as_uri(),
@@ -246,7 +256,7 @@ def jvm_command(
         *(f"-D{name}={value}" for name, value in properties.items()),
         "-cp", os.pathsep.join(map(str, classpath(launch.jar))),
         MAIN_CLASS,
-        "--python", sys.executable,
+        "--python", python,
         "-f", str(launch.config_file),
         "-s", str(launch.model_store),
     ]  # fmt: skip

@@ -260,18 +260,16 @@ class HandlerService:
 
     def initialize(self, context: Any) -> None:
         """Load and warm up the model, timing each step; a failure is reported to `serve`
-        (which exits unless it serves many models), and on a multi-model endpoint a model
-        beyond the limit raises MemoryError (multi-model-server answers 507)."""
+        (which exits, unless it is a multi-model endpoint: there the POST /models fails)."""
         timings = {"start the worker, import the handler": _seconds_since_process_start()}
         model_dir = Path(context.system_properties["model_dir"])
         try:
-            with multi_model_slot(context):
-                started = time.perf_counter()
-                model = load_model(model_dir, worker_device(context), contract.serving_precision())
-                timings["load the model"] = time.perf_counter() - started
-                started = time.perf_counter()
-                self.model = warmed_up(model, model_dir)
-                timings[f"warm up in {self.model.precision}"] = time.perf_counter() - started
+            started = time.perf_counter()
+            model = load_model(model_dir, worker_device(context), contract.serving_precision())
+            timings["load the model"] = time.perf_counter() - started
+            started = time.perf_counter()
+            self.model = warmed_up(model, model_dir)
+            timings[f"warm up in {self.model.precision}"] = time.perf_counter() - started
         except Exception as error:
             reason = str(error) if isinstance(error, ArtifactError) else repr(error)
             state.report_load_failure(reason)
@@ -324,17 +322,6 @@ def warmed_up(model: LoadedModel, model_dir: Path) -> LoadedModel:
 
 def _seconds_since_process_start() -> float:
     return time.time() - psutil.Process().create_time()
-
-
-@contextlib.contextmanager
-def multi_model_slot(context: Any) -> Iterator[None]:
-    """On a multi-model endpoint, hold one of SERVING_MAX_MODELS slots while loading and
-    after; elsewhere a no-op."""
-    if not contract.multi_model_endpoint():
-        yield
-        return
-    with state.model_slot(str(context.model_name), contract.max_models()):
-        yield
 
 
 def headers_of(context: Any, index: int) -> dict[str, str]:

@@ -42,6 +42,8 @@ logger = logging.getLogger("serve")
 
 HANDLER = "serving.entry:handle"
 MODEL_NAME = "model"
+PRELOAD_SOCKET = "preload.sock"
+PRELOAD_LAUNCHER = "serve-backend"  # console script of this package: serving.preload.launch
 POLL_INTERVAL_S = 0.2
 # SageMaker sends SIGKILL 30 s after SIGTERM; leave time for the escalation below.
 SHUTDOWN_GRACE_S = 20.0
@@ -118,15 +120,22 @@ def wait_for_startup(
     for phase, condition in phases:
         with timed(phase):
             wait_until(condition, settings, runtime, server, stop_requested)
+    log_worker_steps(runtime)
+
+
+def log_worker_steps(runtime: Path) -> None:
+    """The steps inside the last phase, as the preload process and the workers reported them."""
+    steps = [
+        (
+            "preload: import torch and the handler while the JVM starts",
+            state.preloaded_seconds(runtime),
+        )
+    ]
     for pid, timings in state.worker_timings(runtime).items():
-        for phase, seconds in timings.items():
-            logger.info(
-                "worker %d: %s: %.2f s",
-                pid,
-                phase,
-                seconds,
-                extra={"phase": phase, "seconds": seconds},
-            )
+        steps += [(f"worker {pid}: {step}", seconds) for step, seconds in timings.items()]
+    for step, seconds in steps:
+        if seconds is not None:
+            logger.info("%s: %.2f s", step, seconds, extra={"phase": step, "seconds": seconds})
 
 
 @contextmanager
@@ -170,14 +179,30 @@ def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subpr
         model_store=contract.MULTI_MODEL_STORE if settings.multi_model else settings.base_dir,
         models=None if settings.multi_model else f"{MODEL_NAME}={contract.MODEL_SUBDIR}",
     )
-    command = frontend.jvm_command(settings, launch)
+    command = frontend.jvm_command(settings, launch, python=backend_python(settings))
     logger.info(
         "starting: %s", " ".join(word for word in command if not word.startswith("-Dserving."))
     )
-    # A new session makes the server, the JVM and every worker one process group to stop.
-    return subprocess.Popen(
-        command, env=model_server_env(settings, runtime), cwd=runtime, start_new_session=True
-    )
+    env = model_server_env(settings, runtime)
+    # A process group of their own makes the JVM, the preload process and every worker one
+    # group to stop (and keeps a terminal's Ctrl-C, which `serve` handles, away from them).
+    jvm = subprocess.Popen(command, env=env, cwd=runtime, stdin=subprocess.DEVNULL, process_group=0)
+    if settings.preload:
+        # Started right after the JVM, in its group: torch loads while the JVM boots.
+        subprocess.Popen(
+            [sys.executable, "-m", "serving.preload", str(runtime / PRELOAD_SOCKET)],
+            env=env,
+            cwd=runtime,
+            stdin=subprocess.DEVNULL,
+            process_group=jvm.pid,
+        )
+    return jvm
+
+
+def backend_python(settings: contract.ServeSettings) -> str:
+    """What multi-model-server runs as `python`: the launcher into the preloaded process."""
+    launcher = Path(sys.executable).with_name(PRELOAD_LAUNCHER)
+    return str(launcher) if settings.preload and launcher.is_file() else sys.executable
 
 
 def mms_properties(settings: contract.ServeSettings, runtime: Path, handler: str = HANDLER) -> str:
@@ -219,8 +244,8 @@ def model_server_env(settings: contract.ServeSettings, runtime: Path) -> dict[st
         "LOG_LOCATION": str(runtime / "logs"),
         "METRICS_LOCATION": str(runtime / "logs"),
         contract.STATE_DIR_ENV: str(runtime),
+        contract.PRELOAD_SOCKET_ENV: str(runtime / PRELOAD_SOCKET),
         contract.TORCH_THREADS_ENV: str(settings.torch_threads),
-        contract.MAX_MODELS_ENV: str(settings.max_models),
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -9,7 +9,7 @@ import org.slf4j.LoggerFactory;
 
 /**
  * Sits on a server channel and gives every accepted connection a {@link RequestGuard} and a
- * {@link RegistrationRepair}.
+ * {@link ModelRegistrations}.
  *
  * <p>They belong just before and after multi-model-server's "aggregator", which its own
  * initializer adds when the connection registers. So this handler adds a placeholder before
@@ -32,7 +32,7 @@ final class GuardInstaller extends ChannelInboundHandlerAdapter {
         ctx.fireChannelRead(msg);
     }
 
-    /** Puts the guard and the repair around the aggregator once the pipeline is built. */
+    /** Puts both around the aggregator once the connection's pipeline is built. */
     static final class Placeholder extends ChannelInboundHandlerAdapter {
 
         private static final Logger LOG = LoggerFactory.getLogger(Placeholder.class);
@@ -51,7 +51,7 @@ final class GuardInstaller extends ChannelInboundHandlerAdapter {
                 LOG.error("No {} in the connection's pipeline: requests are not guarded", AGGREGATOR);
             } else {
                 pipeline.addBefore(AGGREGATOR, "serving-guard", new RequestGuard(settings));
-                pipeline.addAfter(AGGREGATOR, "serving-registration-repair", new RegistrationRepair());
+                pipeline.addAfter(AGGREGATOR, "serving-registrations", new ModelRegistrations(settings));
             }
             pipeline.remove(this);
             super.channelActive(ctx);

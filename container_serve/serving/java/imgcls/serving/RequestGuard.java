@@ -1,26 +1,16 @@
 package imgcls.serving;
 
-import com.amazonaws.ml.mms.http.Session;
-import io.netty.buffer.Unpooled;
 import io.netty.channel.ChannelFutureListener;
 import io.netty.channel.ChannelHandlerContext;
 import io.netty.channel.ChannelInboundHandlerAdapter;
-import io.netty.handler.codec.http.DefaultFullHttpResponse;
-import io.netty.handler.codec.http.FullHttpResponse;
-import io.netty.handler.codec.http.HttpHeaderNames;
-import io.netty.handler.codec.http.HttpHeaderValues;
 import io.netty.handler.codec.http.HttpMethod;
 import io.netty.handler.codec.http.HttpRequest;
 import io.netty.handler.codec.http.HttpResponseStatus;
 import io.netty.handler.codec.http.HttpUtil;
-import io.netty.handler.codec.http.HttpVersion;
 import io.netty.handler.codec.http.LastHttpContent;
 import io.netty.handler.codec.http.QueryStringDecoder;
 import io.netty.handler.codec.http.multipart.HttpPostRequestDecoder;
 import io.netty.util.ReferenceCountUtil;
-import java.nio.charset.StandardCharsets;
-import org.slf4j.Logger;
-import org.slf4j.LoggerFactory;
 
 /**
  * Answers three kinds of request before multi-model-server reads their body.
@@ -42,7 +32,6 @@ import org.slf4j.LoggerFactory;
  */
 final class RequestGuard extends ChannelInboundHandlerAdapter {
 
-    private static final Logger ACCESS_LOG = LoggerFactory.getLogger("ACCESS_LOG");
     private static final String FORM = "application/x-www-form-urlencoded";
 
     private final Settings settings;
@@ -116,31 +105,15 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
 
     private void respond(
             ChannelHandlerContext ctx, HttpRequest request, HttpResponseStatus status, String json) {
-        Session session = new Session(String.valueOf(ctx.channel().remoteAddress()), request);
-        session.setCode(status.code());
-        FullHttpResponse response =
-                new DefaultFullHttpResponse(
-                        HttpVersion.HTTP_1_1,
-                        status,
-                        Unpooled.copiedBuffer(json, StandardCharsets.UTF_8));
-        response.headers()
-                .set(HttpHeaderNames.CONTENT_TYPE, HttpHeaderValues.APPLICATION_JSON)
-                .set(HttpHeaderNames.CONTENT_LENGTH, response.content().readableBytes())
-                .set("x-request-id", session.getRequestId());
-        closeAfterBody = status.code() >= 400 || !HttpUtil.isKeepAlive(request);
-        if (closeAfterBody) {
-            response.headers().set(HttpHeaderNames.CONNECTION, HttpHeaderValues.CLOSE);
-        }
         dropping = true;
+        closeAfterBody = status.code() >= 400 || !HttpUtil.isKeepAlive(request);
         if (HttpUtil.is100ContinueExpected(request)) {
             // The client waits for "100 Continue" before it sends the body: it sends none now.
-            closeAfterBody = true;
-            response.headers().set(HttpHeaderNames.CONNECTION, HttpHeaderValues.CLOSE);
-            ctx.writeAndFlush(response).addListener(ChannelFutureListener.CLOSE);
+            ctx.writeAndFlush(Answers.json(ctx, request, status, json, true))
+                    .addListener(ChannelFutureListener.CLOSE);
         } else {
-            ctx.writeAndFlush(response);
+            ctx.writeAndFlush(Answers.json(ctx, request, status, json, closeAfterBody));
         }
-        ACCESS_LOG.info(session.toString());
     }
 
     private void finishDropping(ChannelHandlerContext ctx) {

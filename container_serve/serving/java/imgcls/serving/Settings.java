@@ -16,6 +16,10 @@ final class Settings {
     final String formBody;
     /** JSON body of GET /execution-parameters, or null to leave that route alone. */
     final String executionParameters;
+    /** Multi-model endpoints: models held at once (0: no limit), and the 507 body beyond. */
+    final int maxModels;
+
+    final String modelLimitBody;
 
     private Settings(
             int batchSize,
@@ -23,13 +27,17 @@ final class Settings {
             long maxRequestBytes,
             String tooLargeBody,
             String formBody,
-            String executionParameters) {
+            String executionParameters,
+            int maxModels,
+            String modelLimitBody) {
         this.batchSize = batchSize;
         this.maxBatchDelayMs = maxBatchDelayMs;
         this.maxRequestBytes = maxRequestBytes;
         this.tooLargeBody = tooLargeBody;
         this.formBody = formBody;
         this.executionParameters = executionParameters;
+        this.maxModels = maxModels;
+        this.modelLimitBody = modelLimitBody;
     }
 
     static Settings fromSystemProperties() {
@@ -39,7 +47,9 @@ final class Settings {
                 Long.parseLong(required("serving.max_request_bytes")),
                 required("serving.too_large_body"),
                 required("serving.form_body"),
-                System.getProperty("serving.execution_parameters"));
+                System.getProperty("serving.execution_parameters"),
+                Integer.parseInt(required("serving.max_models")),
+                required("serving.model_limit_body"));
     }
 
     private static String required(String name) {
