@@ -1,4 +1,5 @@
 import io
+import struct
 import subprocess
 import sys
 
@@ -56,6 +57,20 @@ def test_exif_rotation_is_applied() -> None:
 def test_undecodable_bytes_raise_unreadable(payload: bytes) -> None:
     with pytest.raises(UnreadableImageError):
         open_rgb(payload)
+
+
+@pytest.mark.parametrize("failure", [struct.error("bad"), IndexError("x"), ZeroDivisionError()])
+def test_any_decoder_failure_is_an_unreadable_image(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """Pillow's format plugins fail on crafted bytes with many exception types."""
+
+    def broken_open(stream: object) -> object:
+        raise failure
+
+    monkeypatch.setattr(Image, "open", broken_open)
+    with pytest.raises(UnreadableImageError, match="not a decodable image"):
+        open_rgb(_encode(RGB, "PNG"))
 
 
 def test_pixel_limit_stops_decompression_bombs() -> None:
