@@ -72,8 +72,8 @@ final class ModelRegistrations extends ChannelDuplexHandler {
         }
         synchronized (REGISTERING) {
             removeFailedRegistrations();
-            if (settings.maxModels > 0
-                    && ModelManager.getInstance().getModels().size() >= settings.maxModels) {
+            String name = modelName(request, decoder);
+            if (isFull() && !isRegistered(name)) {
                 ReferenceCountUtil.release(msg);
                 ctx.writeAndFlush(
                                 Answers.json(
@@ -85,7 +85,7 @@ final class ModelRegistrations extends ChannelDuplexHandler {
                         .addListener(ChannelFutureListener.CLOSE);
                 return;
             }
-            registering = modelName(request, decoder);
+            registering = name; // a model already there gets multi-model-server's 409
             // multi-model-server registers the model within this call (its workers start later).
             super.channelRead(ctx, msg);
         }
@@ -101,6 +101,15 @@ final class ModelRegistrations extends ChannelDuplexHandler {
             registering = null;
         }
         super.write(ctx, msg, promise);
+    }
+
+    private static boolean isRegistered(String name) {
+        return name != null && ModelManager.getInstance().getModels().containsKey(name);
+    }
+
+    private boolean isFull() {
+        return settings.maxModels > 0
+                && ModelManager.getInstance().getModels().size() >= settings.maxModels;
     }
 
     private static void removeFailedRegistrations() {
