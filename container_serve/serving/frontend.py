@@ -11,7 +11,8 @@
   was written for this JVM and these jars, an application class-data archive.
 
 `python -m serving.frontend build` compiles the jar (needs a JDK's `javac`) and writes the
-class archive (needs `java` only); `make venv` and the serving image's build run it.
+class archive (needs `java` only); `make venv` runs it, the serving image runs its two halves
+(`jar`, `archive`) in its build and final stages.
 """
 
 from __future__ import annotations
@@ -303,7 +304,9 @@ def _archive_run(java: Path, jar: Path, archive: Path) -> Iterator[int]:
             {contract.BIND_TO_PORT_ENV: str(port), contract.MODEL_SERVER_WORKERS_ENV: "1"}
         )
         config = runtime / "mms.properties"
-        config.write_text(server.mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER))
+        config.write_text(
+            server.mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER, host="127.0.0.1")
+        )
         launch = Launch(java, jar, runtime, config, runtime / "store", "model=model")
         flags = [f"-XX:ArchiveClassesAtExit={archive}", *START_UP_FLAGS]
         command = jvm_command(settings, launch, flags)
@@ -376,17 +379,32 @@ def remove_all_but(*keep: Path) -> None:
 # ------------------------------------------------------------------------------ the CLI
 
 
+COMMANDS = {
+    "jar": "compile the frontend extension (needs a JDK's javac)",
+    "archive": "write the class-data archive for this JVM and the jar (needs java)",
+    "build": "both, and remove what earlier builds left",
+}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m serving.frontend jar|archive|build` (the serving image compiles the jar in a
+    build stage with a JDK, and writes the archive in the stage it ships, with its JRE)."""
     parser = argparse.ArgumentParser(description="Build serve's JVM frontend extension.")
-    parser.add_argument("command", choices=["build"], help="compile the jar, write the archive")
-    parser.parse_args(argv)
+    parser.add_argument(
+        "command", choices=COMMANDS, help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items())
+    )
+    command = parser.parse_args(argv).command
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
-        jar = build_jar()
+        jar = build_jar() if command in ("jar", "build") else frontend_jar()
         print(f"frontend jar: {jar}")
-        archive = write_archive(java_executable(), jar)
-        print(f"class archive: {archive}")
-        remove_all_but(jar, archive)
+        if command in ("archive", "build"):
+            if not jar.is_file():
+                raise FrontendError(f"{jar} is missing: run `python -m serving.frontend jar` first")
+            archive = write_archive(java_executable(), jar)
+            print(f"class archive: {archive}")
+            if command == "build":
+                remove_all_but(jar, archive)
     except FrontendError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1

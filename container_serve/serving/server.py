@@ -205,16 +205,21 @@ def backend_python(settings: contract.ServeSettings) -> str:
     return str(launcher) if settings.preload and launcher.is_file() else sys.executable
 
 
-def mms_properties(settings: contract.ServeSettings, runtime: Path, handler: str = HANDLER) -> str:
+def mms_properties(
+    settings: contract.ServeSettings,
+    runtime: Path,
+    handler: str = HANDLER,
+    host: str = "0.0.0.0",  # SageMaker reaches the container on its own address
+) -> str:
     if settings.multi_model:
         # SageMaker's multi-model contract: the management API (POST /models, ...) on the
         # same port as /ping and /models/<name>/invoke.
-        management = f"http://0.0.0.0:{settings.port}"
+        management = f"http://{host}:{settings.port}"
     else:
         # Model management stays private: a unix socket in the runtime dir, no second port.
         management = f"unix:{runtime / 'management.sock'}"
     properties = {
-        "inference_address": f"http://0.0.0.0:{settings.port}",
+        "inference_address": f"http://{host}:{settings.port}",
         "management_address": management,
         "default_service_handler": handler,
         "default_workers_per_model": settings.workers,
