@@ -119,7 +119,9 @@ def test_copied_files_exist_and_are_in_the_build_context(name: str) -> None:
         assert path.exists(), f"{source} (COPY in {name}) does not exist"
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
         # Local build outputs (bytecode, serving/java/build) stay out by design.
-        files = [p for p in files if not {"__pycache__", "build"} & set(p.parts)]
+        files = [
+            p for p in files if not {"__pycache__", "build"} & set(p.relative_to(REPO_ROOT).parts)
+        ]
         assert files, f"{source} is empty"
         for file in files:
             relative = file.relative_to(REPO_ROOT).as_posix()
