@@ -25,7 +25,7 @@ $(VENV)/.installed: $(REQUIREMENTS) $(addsuffix /pyproject.toml,$(PACKAGES))
 	touch $@
 
 # serve's JVM frontend extension (needs a JDK's javac) and its class-data archive.
-$(VENV)/.serving-frontend: $(VENV)/.installed $(wildcard container_serve/serving/java/imgcls/serving/*.java)
+$(VENV)/.serving-frontend: $(VENV)/.installed $(shell find container_serve/serving/java -name '*.java')
 	$(BIN)/python -m serving.frontend build
 	touch $@
 

@@ -5,8 +5,9 @@
 - this package's frontend extension, compiled from `serving/java/` into a jar: its main
   class is multi-model-server's server plus server-side batching for the served model, a
   guard for odd requests (413 and 415 answers with a JSON reason, GET
-  /execution-parameters), and on a multi-model endpoint a limit on the models loaded (507)
-  and the repair of failed registrations; the Java sources say why each is needed;
+  /execution-parameters), on a multi-model endpoint a limit on the models loaded (507)
+  and the repair of failed registrations, and a worker-response decoder that takes split
+  answers to a batch; the Java sources say why each is needed;
 - start-up flags that halve the JVM's boot (C1 compiler only, serial GC) and, where one
   was written for this JVM and these jars, an application class-data archive.
 
@@ -106,10 +107,11 @@ def frontend_jar() -> Path:
 
 
 def classpath(jar: Path) -> list[Path]:
-    # No "." on it (multi-model-server's launcher puts one first): a class archive is only
-    # used when every directory on the class path is empty, and the JVM's working directory
-    # never is.
-    return [*mms_jars(), jar]
+    """The extension first: its ModelResponseDecoder takes the place of multi-model-server's
+    (see that class for why). No "." (multi-model-server's own launcher puts one first): a
+    class archive is only used when every directory on the class path is empty, and the
+    JVM's working directory never is."""
+    return [jar, *mms_jars()]
 
 
 # ------------------------------------------------------------------------------ the jar
@@ -337,7 +339,7 @@ def _exercise(port: int) -> None:
             request.add_header("Content-Type", content_types.JPEG)
             with urllib.request.urlopen(request, timeout=10):
                 break
-        except (OSError, urllib.error.HTTPError):
+        except OSError:  # not up yet (an HTTP error is an OSError too)
             if time.monotonic() > deadline:
                 raise FrontendError("the archive run did not answer within 120 s") from None
             time.sleep(0.2)

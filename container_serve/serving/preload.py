@@ -66,8 +66,10 @@ def serve_forever(socket_path: Path) -> None:
         readable, _, _ = select.select([listener], [], [], 0.2)
         if readable:
             connection, _ = listener.accept()
-            with contextlib.suppress(OSError, ValueError):  # a launcher that went away
+            try:
                 children[_fork_for(connection, listener, children)] = connection
+            except (OSError, ValueError):  # a launcher that went away, or sent nonsense
+                connection.close()
         _report_exits(children)
 
 
@@ -100,15 +102,25 @@ def _fork_for(
 
 
 def _receive(connection: socket.socket) -> tuple[dict[str, object], list[int]]:
+    """The launcher's standard streams (passed as descriptors) and its request."""
     header, streams, _, _ = socket.recv_fds(connection, _LENGTH.size, len(_STREAMS))
+    if len(streams) != len(_STREAMS):
+        for descriptor in streams:
+            os.close(descriptor)
+        raise ValueError("the launcher did not pass its three standard streams")
+    header += _read_exactly(connection, _LENGTH.size - len(header))
     (length,) = _LENGTH.unpack(header)
-    payload = b""
-    while len(payload) < length:
-        chunk = connection.recv(length - len(payload))
+    return json.loads(_read_exactly(connection, length)), streams
+
+
+def _read_exactly(connection: socket.socket, count: int) -> bytes:
+    data = b""
+    while len(data) < count:
+        chunk = connection.recv(count - len(data))
         if not chunk:
             raise ConnectionError("the launcher went away")
-        payload += chunk
-    return json.loads(payload), streams
+        data += chunk
+    return data
 
 
 def _become(request: dict[str, object], streams: list[int], connection: socket.socket) -> None:

@@ -378,13 +378,26 @@ def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
         )
         connection.close()
 
+    # Then 4 requests of 16 images each: the worker's answer to their batch (about 10 KB)
+    # can reach the frontend in pieces (test_serving_frontend.py splits it at every byte).
+    many = json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}] * 16}).encode()
+    large: list[int] = []
+
+    def send_many() -> None:
+        status, body, _ = running.post(many, "application/json")
+        large.append(status if len(json.loads(body).get("predictions", [])) == 16 else -status)
+
     try:
         running.wait_until_ready()
-        threads = [threading.Thread(target=send, args=(index,)) for index in range(len(requests))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
+        for target in (send, send_many):
+            threads = [
+                threading.Thread(target=target, args=(index,) if target is send else ())
+                for index in range(len(requests))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
     finally:
         leftovers = stop_and_clean(running)
     assert leftovers == []
@@ -400,6 +413,7 @@ def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
     classes = list(read_config(trained_model_dir).classes)
     reference = reference_probabilities(trained_model_dir, [Image.open(test_images[0])])
     np.testing.assert_allclose(json_probabilities(answers[0][3], classes), reference, atol=1e-5)
+    assert large == [200] * len(requests)
 
 
 def test_sigterm_stops_the_server_and_every_worker(server: Server) -> None:

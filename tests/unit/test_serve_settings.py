@@ -311,7 +311,8 @@ def test_jvm_command_runs_the_extension_with_start_up_flags(
     assert set(frontend.START_UP_FLAGS) <= set(command)
     assert not any(word.startswith("-XX:SharedArchiveFile") for word in command)  # none written
     classpath = command[command.index("-cp") + 1].split(":")
-    assert classpath[-1] == str(launch.jar) and all(entry.endswith(".jar") for entry in classpath)
+    # The extension first (its decoder replaces multi-model-server's), jars only.
+    assert classpath[0] == str(launch.jar) and all(entry.endswith(".jar") for entry in classpath)
     assert command[command.index("-cp") + 2] == frontend.MAIN_CLASS
     assert command[command.index("--python") + 1] == "/venv/bin/serve-backend"
     assert command[command.index("-m") + 1] == "model=model"
