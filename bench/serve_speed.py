@@ -74,6 +74,10 @@ class Setup:
     def name(self) -> str:
         return f"batching {'on' if self.batching else 'off'}, {self.precision}"
 
+    @property
+    def log_name(self) -> str:
+        return f"batching-{'on' if self.batching else 'off'}-{self.precision}"
+
     def env(self, batch_size: int) -> dict[str, str]:
         return {
             contract.BATCH_SIZE_ENV: str(batch_size if self.batching else 1),
@@ -242,32 +246,61 @@ def start_server(
 # ----------------------------------------------------------------------------- one run
 
 
-def measure_setup(
-    model_dir: Path, jpeg: bytes, setup: Setup, batch_size: int, args: argparse.Namespace
-) -> tuple[dict[int, Timing], dict[str, float]]:
-    """One server start: HTTP timings by client count, and its start-up phases."""
-    env = setup.env(batch_size)
-    server, port, phases = start_server(
-        model_dir, args.work_dir, env, setup.name.replace(", ", "-")
-    )
+STARTUP_VARIANTS = {
+    "this serve": {},
+    "JVM defaults, no class archive, no preload": {
+        contract.MODEL_SERVER_VMARGS_ENV: "-Xshare:auto",
+        contract.PRELOAD_ENV: "false",
+    },
+}
+
+
+def compare_batching(
+    model_dir: Path,
+    jpeg: bytes,
+    model: handler.LoadedModel,
+    choice: str,
+    batch_size: int,
+    args: argparse.Namespace,
+) -> tuple[dict[Setup, dict[int, list[Timing]]], dict[int, list[Timing]]]:
+    """Batching off and on, both servers up, measured in turn in every round (with the raw
+    forward at batch 1 and at the server's batch size in the same rounds), so that each
+    ratio compares measurements taken under the same load."""
+    setups = [Setup(False, choice), Setup(True, choice)]
+    running = {
+        setup: start_server(model_dir, args.work_dir, setup.env(batch_size), setup.log_name)
+        for setup in setups
+    }
+    http: dict[Setup, dict[int, list[Timing]]] = {s: {c: [] for c in args.clients} for s in setups}
+    raw: dict[int, list[Timing]] = {size: [] for size in sorted({1, batch_size})}
     try:
-        processes.wait_until_ready(port, server)
-        for clients in args.clients:  # every batch size and connection once, untimed
-            http_timing(port, jpeg, clients, 2)
-        timings = {
-            clients: http_timing(port, jpeg, clients, max(2, args.requests // clients))
-            for clients in args.clients
-        }
+        for server, port, _ in running.values():
+            processes.wait_until_ready(port, server)
+            for clients in args.clients:  # every batch size and connection once, untimed
+                http_timing(port, jpeg, clients, 2)
+        for _ in range(args.runs):
+            for size, timings in raw.items():
+                timings.append(time_forward(model, size, max(5, 40 // size)))
+            for clients in args.clients:
+                for setup, (_, port, _) in running.items():
+                    per_client = max(2, args.requests // clients)
+                    http[setup][clients].append(http_timing(port, jpeg, clients, per_client))
     finally:
-        processes.stop_server(server)
-    return timings, phases
+        for server, _, _ in running.values():
+            processes.stop_server(server)
+    return http, raw
 
 
-def baseline_startup(model_dir: Path, args: argparse.Namespace) -> dict[str, float]:
-    """Start-up with the JVM's default flags, no class archive and no preloaded torch."""
-    env = {contract.MODEL_SERVER_VMARGS_ENV: "-Xshare:auto", contract.PRELOAD_ENV: "false"}
-    server, _, phases = start_server(model_dir, args.work_dir, env, "startup-baseline")
-    processes.stop_server(server)
+def compare_startup(model_dir: Path, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
+    """Start-up phases of each variant, started in turn, --runs times (each stopped before
+    the next starts: a start is what is measured)."""
+    phases: dict[str, list[dict[str, float]]] = {name: [] for name in STARTUP_VARIANTS}
+    for run in range(args.runs):
+        for name, env in STARTUP_VARIANTS.items():
+            log_name = f"startup-{run}-{'default' if not env else 'baseline'}"
+            server, _, started = start_server(model_dir, args.work_dir, env, log_name)
+            processes.stop_server(server)
+            phases[name].append(started)
     return phases
 
 
@@ -290,19 +323,24 @@ def precision_label(model: handler.LoadedModel) -> str:
 def agreement_rows(
     models: dict[str, handler.LoadedModel], images: list[Path], forward: dict[str, Timing]
 ) -> list[str]:
-    """Top-1 agreement with fp32 and the largest probability difference, per precision."""
+    """Top-1 agreement with fp32, the largest probability difference, and the largest logit
+    difference as a share of fp32's logit range (probabilities of a model with random
+    backbone weights saturate at 0 and 1, where no difference shows)."""
     pictures = [open_rgb(path.read_bytes()) for path in images]
-    reference = handler.predict_fn(pictures, models["fp32"])
+    reference = handler.forward_logits(models["fp32"], pictures).float()
+    spread = float(reference.max() - reference.min())
     rows = []
     for choice, model in models.items():
         if choice == "fp32":
             continue
-        probabilities = handler.predict_fn(pictures, model)
-        agree = float(np.mean(probabilities.argmax(1) == reference.argmax(1)))
+        logits = handler.forward_logits(model, pictures).float()
+        agree = float((logits.argmax(1) == reference.argmax(1)).float().mean())
+        probability = float((logits.softmax(1) - reference.softmax(1)).abs().max())
+        logit = float((logits - reference).abs().max()) / spread
         speed_up = forward[choice].throughput / forward["fp32"].throughput
         rows.append(
             f"| {choice} -> {precision_label(model)} | {len(pictures)} | {agree:.1%} | "
-            f"{np.abs(probabilities - reference).max():.4f} | {speed_up:.2f}x |"
+            f"{probability:.4f} | {logit:.2%} | {speed_up:.2f}x |"
         )
     return rows
 
@@ -377,29 +415,23 @@ class Results:
     phases: dict[str, list[dict[str, float]]]  # start-up variant -> one dict per start
 
 
-BASELINE_STARTUP = "JVM defaults, no archive, no preload"
-
-
 def collect(
     model_dir: Path, jpeg: bytes, models: dict[str, handler.LoadedModel], args: argparse.Namespace
 ) -> Results:
-    settings = contract.read_settings()
-    setups = [Setup(batching, choice) for choice in ("fp32", "auto") for batching in (False, True)]
-    sizes = sorted({1, settings.batch_size})
-    raw: dict[tuple[str, int], list[Timing]] = {(c, s): [] for c in models for s in sizes}
-    http: dict[Setup, dict[int, list[Timing]]] = {s: {c: [] for c in args.clients} for s in setups}
-    phases: dict[str, list[dict[str, float]]] = {"optimised": [], BASELINE_STARTUP: []}
-    for run in range(args.runs):
-        for (choice, size), timings in raw.items():
-            timings.append(time_forward(models[choice], size, max(5, 40 // size)))
-        for setup in setups:
-            by_clients, started = measure_setup(model_dir, jpeg, setup, settings.batch_size, args)
-            for clients, timing in by_clients.items():
-                http[setup][clients].append(timing)
-            if setup == Setup(False, "auto"):
-                phases["optimised"].append(started)
-        phases[BASELINE_STARTUP].append(baseline_startup(model_dir, args))
-        print(f"run {run + 1}/{args.runs}; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    batch_size = contract.read_settings().batch_size
+    http: dict[Setup, dict[int, list[Timing]]] = {}
+    raw: dict[tuple[str, int], list[Timing]] = {}
+    for choice in ("fp32", "auto"):
+        by_setup, by_size = compare_batching(
+            model_dir, jpeg, models[choice], choice, batch_size, args
+        )
+        http.update(by_setup)
+        raw.update({(choice, size): timings for size, timings in by_size.items()})
+        print(f"{choice} done; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
+    for choice in set(models) - {"fp32", "auto"}:  # a forced precision: the raw forward only
+        for size in sorted({1, batch_size}):
+            raw[(choice, size)] = [time_forward(models[choice], size, max(5, 40 // size))]
+    phases = compare_startup(model_dir, args)
     return Results(
         resolved={choice: model.precision for choice, model in models.items()},
         raw={key: median_timing(timings) for key, timings in raw.items()},
@@ -437,8 +469,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         f"\nprecision against fp32 on {described} (raw forward at batch {settings.batch_size}):\n"
     )
-    print("| precision | images | top-1 agreement | max probability difference | speed-up |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| precision | images | top-1 agreement | max probability difference "
+        "| max logit difference / logit range | speed-up |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     forward = {choice: results.raw[(choice, settings.batch_size)] for choice in models}
     print("\n".join(agreement_rows(models, images, forward)))
     print()

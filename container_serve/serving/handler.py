@@ -101,7 +101,7 @@ def predict_fn(data: Sequence[Image.Image], model: LoadedModel) -> np.ndarray:
     """Class probabilities for every image, in order (images x classes, float32)."""
     if not data:
         return np.zeros((0, len(model.classes)), dtype=np.float32)
-    logits = _forward(model, data)
+    logits = forward_logits(model, data)
     return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
@@ -146,7 +146,7 @@ def warm_up(model: LoadedModel) -> None:
     size = model.preprocessing.resize_size
     for _ in range(WARM_UP_PASSES):
         try:
-            logits = _forward(model, [Image.new("RGB", (size, size))])
+            logits = forward_logits(model, [Image.new("RGB", (size, size))])
         except RuntimeError as error:
             detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ArtifactError(
@@ -160,7 +160,8 @@ def warm_up(model: LoadedModel) -> None:
         )
 
 
-def _forward(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+def forward_logits(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The network's logits for the images (preprocessed, moved, cast as the worker does)."""
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), PREDICT_CHUNK):
