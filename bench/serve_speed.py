@@ -65,24 +65,32 @@ class Timing:
 
 @dataclass(frozen=True)
 class Setup:
-    """One server configuration: batching on or off, in one precision."""
+    """One server configuration: batching on (with a delay, or the default) or off, in one
+    precision."""
 
     batching: bool
     precision: str  # what SERVING_PRECISION is set to
+    delay_ms: int | None = None  # None: serve's default
 
     @property
     def name(self) -> str:
-        return f"batching {'on' if self.batching else 'off'}, {self.precision}"
+        if not self.batching:
+            return f"batching off, {self.precision}"
+        delay = "" if self.delay_ms is None else f" ({self.delay_ms} ms)"
+        return f"batching on{delay}, {self.precision}"
 
     @property
     def log_name(self) -> str:
-        return f"batching-{'on' if self.batching else 'off'}-{self.precision}"
+        return self.name.replace(" ", "-").replace(",", "").replace("(", "").replace(")", "")
 
     def env(self, batch_size: int) -> dict[str, str]:
-        return {
+        env = {
             contract.BATCH_SIZE_ENV: str(batch_size if self.batching else 1),
             contract.PRECISION_ENV: self.precision,
         }
+        if self.delay_ms is not None:
+            env[contract.MAX_BATCH_DELAY_ENV] = str(self.delay_ms)
+        return env
 
 
 # --------------------------------------------------------------------------------- inputs
@@ -263,10 +271,11 @@ def compare_batching(
     batch_size: int,
     args: argparse.Namespace,
 ) -> tuple[dict[Setup, dict[int, list[Timing]]], dict[int, list[Timing]]]:
-    """Batching off and on, both servers up, measured in turn in every round (with the raw
-    forward at batch 1 and at the server's batch size in the same rounds), so that each
-    ratio compares measurements taken under the same load."""
-    setups = [Setup(False, choice), Setup(True, choice)]
+    """Batching off and on (with each of --delays), every server up, measured in turn in
+    every round (with the raw forward at batch 1 and at the server's batch size in the same
+    rounds), so that each ratio compares measurements taken under the same load."""
+    delays = args.delays or [None]
+    setups = [Setup(False, choice), *(Setup(True, choice, delay) for delay in delays)]
     running = {
         setup: start_server(model_dir, args.work_dir, setup.env(batch_size), setup.log_name)
         for setup in setups
@@ -366,13 +375,15 @@ def print_speed(results: Results, batch_size: int, clients: list[int]) -> None:
             print(speed_row(name, str(count), by_clients[count], raw))
     print()
     most, least = max(clients), min(clients)
-    for choice in ("fp32", "auto"):
-        on, off = results.http[Setup(True, choice)], results.http[Setup(False, choice)]
+    for setup, on in results.http.items():
+        if not setup.batching:
+            continue
+        off = results.http[Setup(False, setup.precision)]
         throughput = on[most].throughput / off[most].throughput
         latency = on[least].p50_ms / off[least].p50_ms
         print(
-            f"{choice} ({results.resolved[choice]}), batching on / off: {throughput:.2f}x "
-            f"images/s at {most} clients, {latency:.2f}x p50 at {least} client(s)"
+            f"{setup.name} ({results.resolved[setup.precision]}) / batching off: "
+            f"{throughput:.2f}x images/s at {most} clients, {latency:.2f}x p50 at {least} client(s)"
         )
 
 
@@ -402,6 +413,8 @@ def build_parser() -> argparse.ArgumentParser:
     add("--requests", type=int, default=48, help="requests per client count and run (default: 48)")
     add("--clients", type=int, nargs="+", default=[1, 4, 16], help="(default: 1 4 16)")
     add("--agreement-images", type=int, default=154, help="images compared (default: 154)")
+    add("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "auto"])
+    add("--delays", type=int, nargs="+", help="batch delays (ms) to compare (default: serve's)")
     return parser
 
 
@@ -421,14 +434,14 @@ def collect(
     batch_size = contract.read_settings().batch_size
     http: dict[Setup, dict[int, list[Timing]]] = {}
     raw: dict[tuple[str, int], list[Timing]] = {}
-    for choice in ("fp32", "auto"):
+    for choice in args.precisions:
         by_setup, by_size = compare_batching(
             model_dir, jpeg, models[choice], choice, batch_size, args
         )
         http.update(by_setup)
         raw.update({(choice, size): timings for size, timings in by_size.items()})
         print(f"{choice} done; load average {os.getloadavg()[0]:.1f}", file=sys.stderr)
-    for choice in set(models) - {"fp32", "auto"}:  # a forced precision: the raw forward only
+    for choice in set(models) - set(args.precisions):  # the raw forward only
         for size in sorted({1, batch_size}):
             raw[(choice, size)] = [time_forward(models[choice], size, max(5, 40 // size))]
     phases = compare_startup(model_dir, args)

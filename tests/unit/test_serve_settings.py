@@ -162,7 +162,7 @@ def test_batching_defaults_differ_on_cpu_and_gpu() -> None:
     cpu = contract.read_settings({}, cores=2, gpus=0)
     gpu = contract.read_settings({}, cores=8, gpus=1)
     assert (cpu.batch_size, cpu.max_batch_delay_ms) == (8, 5)
-    assert (gpu.batch_size, gpu.max_batch_delay_ms) == (32, 5)
+    assert (gpu.batch_size, gpu.max_batch_delay_ms) == (32, 2)
 
 
 def test_batching_follows_the_environment() -> None:
