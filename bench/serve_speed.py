@@ -2,6 +2,8 @@
 precision, against the raw model forward; the precision's agreement with fp32; start-up.
 
     python bench/serve_speed.py [--model-dir DIR] [--data PHOTOS] [--runs 3] [--clients 1 4 16]
+                                [--precisions fp32 auto] [--delays MS ...]
+    python bench/serve_speed.py --startup-only [--baseline-tree CHECKOUT] [--runs 5]
 
 Starts the real `serve` (as `scripts/local.py serve` does) once per setup and run, and sends
 one 500x375 JPEG again and again from 1, 4 and 16 concurrent keep-alive clients. In the same
@@ -15,7 +17,8 @@ the same load on a shared machine. Also prints:
   with fp32 on the photos of --data (default: generated images), the largest probability
   difference, and the raw-forward speed-up; a precision the device lacks says "emulated";
 - the start-up phases as `serve` logs them, with the start-up optimisations (JVM flags,
-  class archive, preloaded torch) on, and off in the same run.
+  class archive, preloaded torch) on, and off in the same run, and with --baseline-tree the
+  phases of the `serve` of another checkout of this repository (an earlier version).
 
 Runs unchanged on a GPU machine: the server then uses one worker per GPU and its GPU batch
 size, and the raw forward runs on the first GPU. Without --model-dir it trains a model with
@@ -39,6 +42,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 import photos
@@ -46,6 +50,7 @@ import torch
 from PIL import Image
 
 from launch.local import processes
+from launch.local.jobdir import layout_serving_dir
 from launch.synthetic_images import make_dataset
 from model_artifact import precision
 from model_artifact.config import read_config
@@ -234,14 +239,23 @@ def startup_phases(log: str, wall_s: float) -> dict[str, float]:
 
 
 def start_server(
-    model_dir: Path, work_dir: Path, env: dict[str, str], log_name: str
+    model_dir: Path,
+    work_dir: Path,
+    env: dict[str, str],
+    log_name: str,
+    source_tree: Path | None = None,
 ) -> tuple[subprocess.Popen[bytes], int, dict[str, float]]:
-    """`serve` on a free port, waited for; returns the process, its port, its phases."""
+    """`serve` on a free port, waited for; returns the process, its port, its phases. With
+    `source_tree`, the `serve` of that checkout of this repository runs instead (its
+    packages first on the import path, this environment's dependencies)."""
     port = processes.free_port()
     log_path = work_dir / f"{log_name}.log"
     started = time.perf_counter()
     with log_path.open("wb") as log_file:
-        server = processes.start_server(model_dir, work_dir / "serve", port, env, log_file)
+        if source_tree is None:
+            server = processes.start_server(model_dir, work_dir / "serve", port, env, log_file)
+        else:
+            server = start_other_serve(source_tree, model_dir, work_dir, port, env, log_file)
     deadline = time.monotonic() + 600
     while "ready on port" not in log_path.read_text(errors="replace"):
         if server.poll() is not None or time.monotonic() > deadline:
@@ -249,6 +263,21 @@ def start_server(
         time.sleep(0.02)
     wall_s = time.perf_counter() - started
     return server, port, startup_phases(log_path.read_text(errors="replace"), wall_s)
+
+
+def start_other_serve(
+    tree: Path, model_dir: Path, work_dir: Path, port: int, env: dict[str, str], log: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    layout_serving_dir(model_dir, work_dir / "serve")
+    path = os.pathsep.join(
+        str(tree.resolve() / folder) for folder in ("container_serve", "artifact")
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from serving.server import main; sys.exit(main())"],
+        env={**processes.serving_environment(work_dir / "serve", port), "PYTHONPATH": path, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
 
 
 # ----------------------------------------------------------------------------- one run
@@ -301,13 +330,18 @@ def compare_batching(
 
 
 def compare_startup(model_dir: Path, args: argparse.Namespace) -> dict[str, list[dict[str, float]]]:
-    """Start-up phases of each variant, started in turn, --runs times (each stopped before
-    the next starts: a start is what is measured)."""
-    phases: dict[str, list[dict[str, float]]] = {name: [] for name in STARTUP_VARIANTS}
+    """Start-up phases of each variant (and of --baseline-tree's serve), started in turn,
+    --runs times (each stopped before the next starts: a start is what is measured)."""
+    variants: dict[str, tuple[dict[str, str], Path | None]] = {
+        name: (env, None) for name, env in STARTUP_VARIANTS.items()
+    }
+    if args.baseline_tree:
+        variants[f"serve of {args.baseline_tree}"] = ({}, args.baseline_tree)
+    phases: dict[str, list[dict[str, float]]] = {name: [] for name in variants}
     for run in range(args.runs):
-        for name, env in STARTUP_VARIANTS.items():
-            log_name = f"startup-{run}-{'default' if not env else 'baseline'}"
-            server, _, started = start_server(model_dir, args.work_dir, env, log_name)
+        for index, (name, (env, tree)) in enumerate(variants.items()):
+            log_name = f"startup-{run}-{index}"
+            server, _, started = start_server(model_dir, args.work_dir, env, log_name, tree)
             processes.stop_server(server)
             phases[name].append(started)
     return phases
@@ -415,6 +449,12 @@ def build_parser() -> argparse.ArgumentParser:
     add("--agreement-images", type=int, default=154, help="images compared (default: 154)")
     add("--precisions", nargs="+", default=["fp32", "auto"], choices=["fp32", "auto"])
     add("--delays", type=int, nargs="+", help="batch delays (ms) to compare (default: serve's)")
+    add("--startup-only", action="store_true", help="only the start-up phases")
+    add(
+        "--baseline-tree",
+        type=Path,
+        help="a checkout of an earlier version of this repository: its serve's start-up too",
+    )
     return parser
 
 
@@ -473,6 +513,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = contract.read_settings()
     device = bench_device()
     torch.set_num_threads(settings.torch_threads)  # what `serve` gives each worker
+    if args.startup_only:
+        print(describe(model_dir, jpeg, device, args.runs))
+        print_startup(compare_startup(model_dir, args))
+        return 0
     models = forward_models(model_dir, device)
     results = collect(model_dir, jpeg, models, args)
 

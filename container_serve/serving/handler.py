@@ -143,14 +143,15 @@ def warm_up(model: LoadedModel) -> None:
     """Predictions at load time, in the serving precision: the first request doesn't pay for
     lazy initialisation (TorchScript optimises a graph on its second run), and a model whose
     outputs don't match its class list never serves."""
-    size = model.preprocessing.resize_size
+    # Larger than the resize size and not square, as photos are: the resize runs too.
+    width, height = model.preprocessing.resize_size * 2, model.preprocessing.resize_size + 1
     for _ in range(WARM_UP_PASSES):
         try:
-            logits = forward_logits(model, [Image.new("RGB", (size, size))])
+            logits = forward_logits(model, [Image.new("RGB", (width, height))])
         except RuntimeError as error:
             detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ArtifactError(
-                f"the model fails on a {size}x{size} image in {model.precision}: {detail}"
+                f"the model fails on a {width}x{height} image in {model.precision}: {detail}"
             ) from None
     expected = (1, len(model.classes))
     if tuple(logits.shape) != expected:
