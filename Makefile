@@ -13,7 +13,7 @@ DEMO_DIR ?= build/demo
 
 .PHONY: venv test test-images lint demo bench clean
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed $(VENV)/.serving-frontend
 
 # Reinstall only when a requirements file or a package definition changes. The pinned
 # files first, then this project's packages (editable) without resolving anything more.
@@ -22,6 +22,11 @@ $(VENV)/.installed: $(REQUIREMENTS) $(addsuffix /pyproject.toml,$(PACKAGES))
 	$(PIP) install -r requirements-dev.txt -c constraints.txt
 	$(PIP) install --no-deps --no-build-isolation $(addprefix --editable ,$(PACKAGES))
 	$(PIP) check
+	touch $@
+
+# serve's JVM frontend extension (needs a JDK's javac) and its class-data archive.
+$(VENV)/.serving-frontend: $(VENV)/.installed $(shell find container_serve/serving/java -name '*.java')
+	$(BIN)/python -m serving.frontend build
 	touch $@
 
 lint: venv

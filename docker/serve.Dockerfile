@@ -24,21 +24,25 @@ ARG UV_IMAGE=ghcr.io/astral-sh/uv:0.13.9
 
 FROM ${UV_IMAGE} AS uv
 
-# ---- build-base (never shipped) ----
+# ---- build-base: the JDK and Python's apt packages (never shipped) ----
 FROM ${BUILD_BASE_IMAGE} AS build-base
 ARG PYTHON_SOURCE
 ARG SYSTEM_PYTHON
 ARG DEBIAN_FRONTEND=noninteractive
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # The archives' package versions are not pinned: they drop superseded versions.
+# A JDK here (never shipped) compiles serve's small frontend extension (serving/java/);
+# the runtime stage only needs the JRE. (The JDK's postinst links man pages: the minimal
+# base image may lack the folder.)
 # hadolint ignore=DL3008,SC2086
 RUN case "${PYTHON_SOURCE}" in \
       uv) python_packages="" ;; \
       system) python_packages="${SYSTEM_PYTHON} ${SYSTEM_PYTHON}-venv" ;; \
       *) echo "PYTHON_SOURCE must be uv or system, got ${PYTHON_SOURCE}" >&2; exit 1 ;; \
     esac \
+ && mkdir -p /usr/share/man/man1 \
  && apt-get update \
- && apt-get install -y --no-install-recommends ca-certificates ${python_packages} \
+ && apt-get install -y --no-install-recommends ca-certificates openjdk-17-jdk-headless ${python_packages} \
  && rm -rf /var/lib/apt/lists/*
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt
@@ -101,7 +105,8 @@ RUN --mount=type=cache,target=/root/.cache/pip \
 COPY artifact /tmp/packages/artifact
 COPY container_serve /tmp/packages/container_serve
 RUN pip install --no-cache-dir --no-deps --no-build-isolation /tmp/packages/artifact /tmp/packages/container_serve \
- && pip check
+ && pip check \
+ && python -m serving.frontend jar
 
 # ---- runtime ----
 FROM ${CPU_BASE_IMAGE} AS base-cpu
@@ -115,7 +120,8 @@ ARG SYSTEM_PYTHON
 ARG DEBIAN_FRONTEND=noninteractive
 LABEL org.opencontainers.image.title="image-classifier-serve" \
       org.opencontainers.image.description="SageMaker serving image: image classifier on multi-model-server (${VARIANT})" \
-      com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true
+      com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true \
+      com.amazonaws.sagemaker.capabilities.multi-models=true
 # multi-model-server is a Java server: a headless JRE is all it needs. `serve` writes its
 # MMS config, pid file and sockets to a private folder under TMPDIR (not /etc), so the
 # unprivileged user needs no write access outside /tmp.
@@ -133,6 +139,10 @@ RUN python_packages="" \
 COPY --from=build /opt/python /opt/python
 COPY --from=build /opt/venv-cuda /opt/venv-cuda
 COPY --from=build /opt/venv /opt/venv
+# The JVM's class-data archive for this JRE and these jars (the frontend starts about 1 s
+# sooner): written by one start and stop of the frontend with a stub model, on loopback.
+# It must be written here, with the JRE that runs it, not in the build stage.
+RUN /opt/venv/bin/python -m serving.frontend archive
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

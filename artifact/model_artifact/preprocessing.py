@@ -1,9 +1,8 @@
 """Image preprocessing, defined once for training, evaluation and serving.
 
 The training job records a `Preprocessing` in `model_config.json`; serving rebuilds the
-same transform from it. torch and torchvision are imported only where a transform is
-built: reading a model's config (as `serve` does before it starts the model server)
-must stay fast.
+same transform from it. torch is imported only where a transform is built: reading a
+model's config (as `serve` does before it starts the model server) must stay fast.
 """
 
 from __future__ import annotations
@@ -91,26 +90,25 @@ def open_rgb(
             return upright.convert("RGB")
     except UnreadableImageError:
         raise
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as error:
+    except Exception as error:
+        # Pillow's format plugins fail on crafted bytes with OSError and ValueError, but also
+        # with struct.error, IndexError, ZeroDivisionError and others: all the same to a caller.
         raise UnreadableImageError(f"not a decodable image ({error})") from error
 
 
 def eval_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torch.Tensor]:
-    """PIL RGB image -> normalised float tensor of shape (3, image_size, image_size)."""
-    # Imported here (about 3 s): see the module docstring.
-    import torch  # noqa: PLC0415
-    from torchvision.transforms import v2  # noqa: PLC0415
+    """PIL RGB image -> normalised float tensor of shape (3, image_size, image_size).
 
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.Resize(
-                preprocessing.resize_size,
-                interpolation=v2.InterpolationMode(preprocessing.interpolation),
-                antialias=True,
-            ),
-            v2.CenterCrop(preprocessing.image_size),
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
-        ]
+    torchvision's eval recipe (resize the short side with antialiasing, centre-crop, scale,
+    normalise), computed in plain torch: see model_artifact/tensor_transforms.py.
+    """
+    # Imported here (torch takes about 3 s): see the module docstring.
+    from model_artifact.tensor_transforms import EvalTransform  # noqa: PLC0415
+
+    return EvalTransform.build(
+        preprocessing.resize_size,
+        preprocessing.image_size,
+        preprocessing.interpolation,
+        preprocessing.mean,
+        preprocessing.std,
     )

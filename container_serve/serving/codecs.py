@@ -44,7 +44,10 @@ def decode_json_instances(body: bytes) -> list[Image.Image]:
     """`{"instances": [{"b64": "<base64 image bytes>"}, ...]}`, the TF-Serving style."""
     try:
         document = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+    except RecursionError:
+        # Deeply nested arrays or objects: the decoder gives up before the document ends.
+        raise BadRequestError("the JSON body is nested too deeply") from None
+    except ValueError as error:  # not JSON, not UTF-8, or a number Python won't parse
         raise BadRequestError(f"the body is not valid JSON ({error})") from None
     instances = document.get("instances") if isinstance(document, dict) else None
     if not isinstance(instances, list) or not instances:
@@ -83,10 +86,10 @@ def decode_npy(body: bytes) -> list[Image.Image]:
         raise BadRequestError(f"the body is not an .npy array ({error})") from None
     if dtype != np.uint8:
         raise BadRequestError(f"npy arrays must have dtype uint8, got {dtype}")
-    if len(shape) not in (3, 4) or shape[-1] != 3:
+    if len(shape) not in (3, 4) or shape[-1] != 3 or min(shape) < 1:
         raise BadRequestError(f"npy arrays must be H x W x 3 or N x H x W x 3, got {shape}")
     height, width = shape[-3:-1]
-    if height * width > MAX_IMAGE_PIXELS or height == 0 or width == 0:
+    if height * width > MAX_IMAGE_PIXELS:
         raise BadRequestError(
             f"npy image is {width}x{height} pixels, outside 1..{MAX_IMAGE_PIXELS:,}"
         )
@@ -112,8 +115,9 @@ def decode(body: bytes | None, content_type: str | None) -> list[Image.Image]:
     """Request body -> RGB images, in request order."""
     decoder = DECODERS.get(content_types.media_type(content_type) or "")
     if decoder is None:
+        given = "no Content-Type" if content_type is None else f"Content-Type {content_type!r}"
         raise UnsupportedMediaTypeError(
-            f"Content-Type {content_type!r} is not supported; use one of {', '.join(DECODERS)}"
+            f"{given} is not supported; use one of {', '.join(DECODERS)}"
         )
     if not body:
         raise BadRequestError("the request body is empty")

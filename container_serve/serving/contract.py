@@ -14,8 +14,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 from sagemaker_inference import parameters
 
+from model_artifact import precision
 from serving import content_types
 from serving.errors import ServeConfigError
 
@@ -28,19 +30,38 @@ MAX_PAYLOAD_ENV = parameters.MAX_REQUEST_SIZE
 DEFAULT_ACCEPT_ENV = parameters.DEFAULT_INVOCATIONS_ACCEPT_ENV
 STARTUP_TIMEOUT_ENV = parameters.STARTUP_TIMEOUT_ENV
 MODEL_SERVER_VMARGS_ENV = parameters.MODEL_SERVER_VMARGS
+MULTI_MODEL_ENV = parameters.MULTI_MODEL_ENV  # "true": SageMaker's multi-model endpoint
+
+# This project's own settings (SAGEMAKER_* where they belong with the toolkit's).
+BATCH_SIZE_ENV = "SAGEMAKER_MODEL_SERVER_BATCH_SIZE"  # requests per forward pass; 1 = off
+MAX_BATCH_DELAY_ENV = "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY"  # ms a batch waits to fill
+PRECISION_ENV = "SERVING_PRECISION"  # auto | fp32 | bf16 | fp16
+PRELOAD_ENV = "SERVING_PRELOAD"  # "false": workers import torch themselves (serving/preload.py)
+MAX_MODELS_ENV = "SERVING_MAX_MODELS"  # multi-model: models loaded at once
 
 # Set by `serve` for the worker processes; not part of SageMaker's contract.
 STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
+PRELOAD_SOCKET_ENV = "SERVING_PRELOAD_SOCKET"  # see serving/preload.py
 TORCH_THREADS_ENV = "OMP_NUM_THREADS"  # torch reads it; MMS workers default it to 1
 JAVA_HOME_ENV = "JAVA_HOME"  # where multi-model-server finds java when it is not on PATH
+# Which GPUs a process may use (CUDA's own variable); unset means every GPU of the host.
+VISIBLE_GPUS_ENV = "CUDA_VISIBLE_DEVICES"
+# One entry per NVIDIA GPU the driver knows (inside a container too): counted without
+# importing torch, which would cost `serve` seconds before the server even starts.
+NVIDIA_GPUS_DIR = Path("/proc/driver/nvidia/gpus")
 # Linux limits unix socket paths (worker sockets, the management socket) to 107 bytes.
 MAX_UNIX_SOCKET_PATH = 107
 
 # SageMaker forwards InvokeEndpoint's CustomAttributes in this header (e.g. "top_k=3").
 CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
+# On every answer: how many requests the server batched into the forward pass that made it.
+BATCH_SIZE_HEADER = "x-serving-batch-size"
 
 DEFAULT_BASE_DIR = "/opt/ml"
 MODEL_SUBDIR = "model"
+# Multi-model mode: SageMaker puts each model under <base>/models/<name>/model and
+# registers it with its absolute path, so multi-model-server's model store is "/".
+MULTI_MODEL_STORE = Path("/")
 DEFAULT_PORT = 8080
 MAX_PORT = 32767
 DEFAULT_TIMEOUT_S = 60
@@ -50,6 +71,17 @@ DEFAULT_STARTUP_TIMEOUT_S = 600
 DEFAULT_ACCEPT = content_types.JSON
 # A worker holds torch plus one model copy; beyond 4 cores, more workers beat more threads.
 CORES_PER_DEFAULT_WORKER = 4
+# Batching defaults (docs/serving.md says why, docs/benchmarks.md shows the measurements):
+# a forward pass over 8 images costs less per image than 8 passes over one; a lone request
+# waits at most the delay for company. On a CPU, 5 ms gave the most images/s at 16 clients
+# for a lone client's p50 within 1.1x; a GPU's forward pass is several times shorter, so
+# its delay is too.
+DEFAULT_BATCH_SIZE = 8
+DEFAULT_GPU_BATCH_SIZE = 32
+DEFAULT_MAX_BATCH_DELAY_MS = 5
+DEFAULT_GPU_MAX_BATCH_DELAY_MS = 2
+DEFAULT_PRECISION = precision.AUTO
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -65,6 +97,13 @@ class ServeSettings:
     default_accept: str
     startup_timeout_s: int
     vmargs: str
+    batch_size: int = 1
+    max_batch_delay_ms: int = DEFAULT_MAX_BATCH_DELAY_MS
+    precision: str = DEFAULT_PRECISION
+    gpus: int = 0
+    multi_model: bool = False
+    max_models: int = 1  # multi-model: loaded at once; one more answers 507
+    preload: bool = True  # import torch and the handler while the JVM starts
 
     @property
     def model_dir(self) -> Path:
@@ -89,33 +128,114 @@ def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
     return value
 
 
-def default_workers(cores: int) -> int:
-    """One worker per CORES_PER_DEFAULT_WORKER cores: a small instance gets one worker."""
-    return max(1, cores // CORES_PER_DEFAULT_WORKER)
+def visible_gpus(env: Mapping[str, str] | None = None, driver_dir: Path = NVIDIA_GPUS_DIR) -> int:
+    """How many GPUs this process may use: CUDA_VISIBLE_DEVICES when set, else the driver's."""
+    env = os.environ if env is None else env
+    listed = env.get(VISIBLE_GPUS_ENV)
+    if listed is None:
+        return len(list(driver_dir.iterdir())) if driver_dir.is_dir() else 0
+    entries = [entry.strip() for entry in listed.split(",") if entry.strip()]
+    # CUDA ignores the entries from the first invalid one on; "-1" is the usual "none".
+    return entries.index("-1") if "-1" in entries else len(entries)
 
 
-def read_settings(env: Mapping[str, str] | None = None, cores: int | None = None) -> ServeSettings:
-    """Read and validate the serving environment; bad values raise ServeConfigError."""
+def default_workers(cores: int, gpus: int = 0) -> int:
+    """One worker per GPU; on a CPU one per CORES_PER_DEFAULT_WORKER cores (a small
+    instance gets one worker)."""
+    return gpus or max(1, cores // CORES_PER_DEFAULT_WORKER)
+
+
+def read_settings(
+    env: Mapping[str, str] | None = None,
+    cores: int | None = None,
+    gpus: int | None = None,
+    memory_bytes: int | None = None,
+) -> ServeSettings:
+    """Read and validate the serving environment; bad values raise ServeConfigError.
+
+    The machine's cores, GPUs and memory are measured unless given (tests give them).
+    """
     env = os.environ if env is None else env
     cores = available_cores() if cores is None else cores
-    workers = _positive_int(env, MODEL_SERVER_WORKERS_ENV, default_workers(cores))
+    gpus = visible_gpus(env) if gpus is None else gpus
+    multi_model = env.get(MULTI_MODEL_ENV, "").strip().lower() == "true"
+    # Multi-model: one worker per model (an endpoint holds many models, each used rarely).
+    workers = _positive_int(
+        env, MODEL_SERVER_WORKERS_ENV, 1 if multi_model else default_workers(cores, gpus)
+    )
     # workers x torch threads <= cores, so concurrent requests don't oversubscribe the CPU.
     torch_threads = _positive_int(env, TORCH_THREADS_ENV, max(1, cores // workers))
-    # SAGEMAKER_MODEL_SERVER_TIMEOUT is documented in seconds; pass it to MMS as seconds
-    # (its `default_response_timeout` property is read as minutes).
-    timeout_s = _positive_int(env, MODEL_SERVER_TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
-    timeout_s = _positive_int(env, MODEL_SERVER_TIMEOUT_SECONDS_ENV, timeout_s)
     return ServeSettings(
         base_dir=Path(env.get(BASE_DIR_ENV) or DEFAULT_BASE_DIR),
         port=_port(env),
         workers=workers,
         torch_threads=torch_threads,
-        response_timeout_s=timeout_s,
+        response_timeout_s=_timeout_s(env),
         max_payload_bytes=_positive_int(env, MAX_PAYLOAD_ENV, DEFAULT_MAX_PAYLOAD_MB) * 1024 * 1024,
         default_accept=env.get(DEFAULT_ACCEPT_ENV) or DEFAULT_ACCEPT,
         startup_timeout_s=_positive_int(env, STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S),
         vmargs=env.get(MODEL_SERVER_VMARGS_ENV, ""),
+        batch_size=_positive_int(
+            env, BATCH_SIZE_ENV, DEFAULT_GPU_BATCH_SIZE if gpus else DEFAULT_BATCH_SIZE
+        ),
+        max_batch_delay_ms=_non_negative_int(
+            env,
+            MAX_BATCH_DELAY_ENV,
+            DEFAULT_GPU_MAX_BATCH_DELAY_MS if gpus else DEFAULT_MAX_BATCH_DELAY_MS,
+        ),
+        precision=_precision(env),
+        gpus=gpus,
+        multi_model=multi_model,
+        max_models=_positive_int(env, MAX_MODELS_ENV, default_max_models(memory_bytes)),
+        preload=_boolean(env, PRELOAD_ENV, default=True),
     )
+
+
+def _boolean(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = (env.get(name) or "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise ServeConfigError(f"{name} must be true or false, got {raw!r}")
+    return raw == "true"
+
+
+def _timeout_s(env: Mapping[str, str]) -> int:
+    """SAGEMAKER_MODEL_SERVER_TIMEOUT is documented in seconds; pass it to MMS as seconds
+    (its `default_response_timeout` property is read as minutes). _SECONDS wins."""
+    timeout_s = _positive_int(env, MODEL_SERVER_TIMEOUT_ENV, DEFAULT_TIMEOUT_S)
+    return _positive_int(env, MODEL_SERVER_TIMEOUT_SECONDS_ENV, timeout_s)
+
+
+def default_max_models(memory_bytes: int | None = None) -> int:
+    """Multi-model mode: one loaded model per GiB of memory beyond the first (a worker holds
+    torch and its model: about 0.5 GiB for a ResNet50), at least one."""
+    memory_bytes = psutil.virtual_memory().total if memory_bytes is None else memory_bytes
+    return max(1, memory_bytes // GIB - 1)
+
+
+def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    if not raw.strip().isdigit():
+        raise ServeConfigError(f"{name} must be an integer >= 0, got {raw!r}")
+    return int(raw)
+
+
+def _precision(env: Mapping[str, str]) -> str:
+    """SERVING_PRECISION, checked against the names model_artifact.precision knows."""
+    choice = (env.get(PRECISION_ENV) or DEFAULT_PRECISION).strip().lower()
+    if choice not in precision.CHOICES:
+        raise ServeConfigError(
+            f"{PRECISION_ENV} must be one of {', '.join(precision.CHOICES)}, got {choice!r}"
+        )
+    return choice
+
+
+def serving_precision(env: Mapping[str, str] | None = None) -> str:
+    """The precision a worker computes in, as the user chose it (read when a model loads)."""
+    return _precision(os.environ if env is None else env)
 
 
 def _port(env: Mapping[str, str]) -> int:

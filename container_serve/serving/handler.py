@@ -4,7 +4,8 @@ encode for every server batch.
 The four functions keep the sagemaker-inference toolkit's signatures, so a reader who
 knows the toolkit recognises them:
 
-    model_fn(model_dir, context=None) -> LoadedModel   (TorchScript + model_config.json, warmed)
+    model_fn(model_dir, context=None) -> LoadedModel   (TorchScript + model_config.json, warmed,
+                                                        in the serving precision, channels_last)
     input_fn(input_data, content_type) -> RGB images    (codecs.DECODERS by content type)
     predict_fn(data, model)            -> probabilities (one batched forward, images x classes)
     output_fn(prediction, accept)      -> (body, content type)   (codecs.ENCODERS)
@@ -30,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 from PIL import Image
 
-from model_artifact import torchscript
+from model_artifact import precision, torchscript
 from model_artifact.config import ArtifactError, ModelConfig, read_config
 from model_artifact.preprocessing import Preprocessing, eval_transform
 from serving import codecs, content_types, contract, state
@@ -43,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 # Forward passes of at most this many images, to bound memory for large server batches.
 PREDICT_CHUNK = 32
+# TorchScript's profiling executor runs a graph as profiled on its first call and optimises
+# it on its second: both happen at load time, not on the first requests.
+WARM_UP_PASSES = 2
 INTERNAL_ERROR = "internal server error; the reason is in the server log"
 
 
@@ -52,10 +57,15 @@ class LoadedModel:
     config: ModelConfig
     transform: Any  # PIL image -> normalised tensor (model_artifact.preprocessing)
     device: torch.device
+    precision: str = "fp32"  # what the network computes in (model_artifact.precision)
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.config.classes
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return precision.dtype(self.precision) or torch.float32
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -75,18 +85,11 @@ class Prediction:
 
 
 def model_fn(model_dir: str | Path, context: Any = None) -> LoadedModel:
-    """Load the artifact on this worker's device and warm it up; problems raise ArtifactError."""
+    """Load the artifact on this worker's device in the serving precision and warm it up;
+    problems raise ArtifactError."""
     model_dir = Path(model_dir)
-    config = read_config(model_dir)
-    device = worker_device(context)
-    try:
-        network = torchscript.load_model(model_dir, config, device)
-    except (RuntimeError, ValueError, OSError) as error:
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ArtifactError(f"{config.model_file} is not a TorchScript model: {detail}") from None
-    model = LoadedModel(network, config, eval_transform(config.preprocessing), device)
-    warm_up(model)
-    return model
+    model = load_model(model_dir, worker_device(context), contract.serving_precision())
+    return warmed_up(model, model_dir)
 
 
 def input_fn(input_data: bytes | None, content_type: str | None) -> list[Image.Image]:
@@ -98,7 +101,7 @@ def predict_fn(data: Sequence[Image.Image], model: LoadedModel) -> np.ndarray:
     """Class probabilities for every image, in order (images x classes, float32)."""
     if not data:
         return np.zeros((0, len(model.classes)), dtype=np.float32)
-    logits = _forward(model, data)
+    logits = forward_logits(model, data)
     return torch.softmax(logits.float(), dim=1).cpu().numpy()
 
 
@@ -111,6 +114,23 @@ def output_fn(prediction: Prediction, accept: str) -> tuple[bytes, str]:
 # --------------------------------------------------------------------------- model loading
 
 
+def load_model(model_dir: Path, device: torch.device, choice: str) -> LoadedModel:
+    """The artifact on `device`, channels_last, cast to the precision `choice` resolves to."""
+    config = read_config(model_dir)
+    chosen = precision.resolve(choice, device)
+    try:
+        network = torchscript.load_model(model_dir, config, device)
+    except (RuntimeError, ValueError, OSError) as error:
+        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        raise ArtifactError(f"{config.model_file} is not a TorchScript model: {detail}") from None
+    # channels_last: oneDNN's and cuDNN's fast convolution kernels work in that layout.
+    network = network.to(memory_format=torch.channels_last)
+    dtype = precision.dtype(chosen)
+    if dtype is not None:  # weights cast once, not per call as autocast would
+        network = network.to(dtype)
+    return LoadedModel(network, config, eval_transform(config.preprocessing), device, chosen)
+
+
 def worker_device(context: Any = None) -> torch.device:
     """The GPU multi-model-server assigned to this worker, else the CPU."""
     if not torch.cuda.is_available():
@@ -120,13 +140,19 @@ def worker_device(context: Any = None) -> torch.device:
 
 
 def warm_up(model: LoadedModel) -> None:
-    """One prediction at load time: the first request doesn't pay for lazy initialisation,
-    and a model whose outputs don't match its class list never serves."""
-    size = model.preprocessing.resize_size
-    try:
-        logits = _forward(model, [Image.new("RGB", (size, size))])
-    except RuntimeError as error:
-        raise ArtifactError(f"the model fails on a {size}x{size} image: {error}") from None
+    """Predictions at load time, in the serving precision: the first request doesn't pay for
+    lazy initialisation (TorchScript optimises a graph on its second run), and a model whose
+    outputs don't match its class list never serves."""
+    # Larger than the resize size and not square, as photos are: the resize runs too.
+    width, height = model.preprocessing.resize_size * 2, model.preprocessing.resize_size + 1
+    for _ in range(WARM_UP_PASSES):
+        try:
+            logits = forward_logits(model, [Image.new("RGB", (width, height))])
+        except RuntimeError as error:
+            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise ArtifactError(
+                f"the model fails on a {width}x{height} image in {model.precision}: {detail}"
+            ) from None
     expected = (1, len(model.classes))
     if tuple(logits.shape) != expected:
         raise ArtifactError(
@@ -135,14 +161,27 @@ def warm_up(model: LoadedModel) -> None:
         )
 
 
-def _forward(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+def forward_logits(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
+    """The network's logits for the images (preprocessed, moved, cast as the worker does)."""
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(images), PREDICT_CHUNK):
             chunk = images[start : start + PREDICT_CHUNK]
             batch = torch.stack([model.transform(image) for image in chunk])
-            chunks.append(model.network(batch.to(model.device)))
+            chunks.append(model.network(_to_device(batch, model)))
     return torch.cat(chunks)
+
+
+def _to_device(batch: torch.Tensor, model: LoadedModel) -> torch.Tensor:
+    if model.device.type == "cuda":
+        # Page-locked memory: the copy to the GPU needs no staging copy and runs async.
+        batch = batch.pin_memory()
+    return batch.to(
+        model.device,
+        dtype=model.input_dtype,
+        memory_format=torch.channels_last,
+        non_blocking=True,
+    )
 
 
 # ------------------------------------------------------------------------- one server batch
@@ -222,24 +261,32 @@ class HandlerService:
         self.model: LoadedModel | None = None
 
     def initialize(self, context: Any) -> None:
-        """Load and warm up the model; a failure is reported to `serve`, which exits."""
-        started = time.perf_counter()
+        """Load and warm up the model, timing each step; a failure is reported to `serve`
+        (which exits, unless it is a multi-model endpoint: there the POST /models fails)."""
+        timings = {"start the worker, import the handler": _seconds_since_process_start()}
+        model_dir = Path(context.system_properties["model_dir"])
         try:
-            self.model = model_fn(context.system_properties["model_dir"], context)
+            started = time.perf_counter()
+            model = load_model(model_dir, worker_device(context), contract.serving_precision())
+            timings["load the model"] = time.perf_counter() - started
+            started = time.perf_counter()
+            self.model = warmed_up(model, model_dir)
+            timings[f"warm up in {self.model.precision}"] = time.perf_counter() - started
         except Exception as error:
             reason = str(error) if isinstance(error, ArtifactError) else repr(error)
             state.report_load_failure(reason)
             logger.error("model failed to load: %s", reason)
             raise
         logger.info(
-            "model loaded and warmed up in %.2f s (pid %d, %s, %d torch threads, classes %s)",
-            time.perf_counter() - started,
+            "model loaded and warmed up in %.2f s (pid %d, %s, %s, %d torch threads, classes %s)",
+            sum(timings.values()),
             os.getpid(),
             self.model.device,
+            self.model.precision,
             torch.get_num_threads(),
             ", ".join(self.model.classes),
         )
-        state.report_ready()
+        state.report_ready(timings)
 
     def handle(self, data: list[dict[str, Any]], context: Any) -> list[bytes]:
         if self.model is None:
@@ -250,12 +297,41 @@ class HandlerService:
         ]
         bodies = answer(requests, self.model)
         for index, request in enumerate(requests):
+            # How many requests shared this forward pass: server-side batching made visible.
+            context.set_response_header(index, contract.BATCH_SIZE_HEADER, str(len(requests)))
             if request.error is None:
                 context.set_response_content_type(index, request.accept)
             else:
                 context.set_response_status(int(request.status), request.status.phrase, idx=index)
                 context.set_response_content_type(index, content_types.JSON)
         return bodies
+
+
+def warmed_up(model: LoadedModel, model_dir: Path) -> LoadedModel:
+    """`model` warmed up, or (for `auto` precision) the same artifact in fp32 if it fails in
+    a reduced precision: `auto` never makes a servable model unservable."""
+    try:
+        warm_up(model)
+        return model
+    except ArtifactError:
+        if contract.serving_precision() != precision.AUTO or model.precision == "fp32":
+            raise
+    logger.warning("the model fails in %s; serving it in fp32", model.precision)
+    fp32 = load_model(model_dir, model.device, "fp32")
+    warm_up(fp32)
+    return fp32
+
+
+def _seconds_since_process_start() -> float:
+    """This process's age, from the kernel's clock since boot (psutil's create_time adds the
+    boot time, which the kernel gives in whole seconds: up to a second off)."""
+    try:
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        # Field 22 of /proc/self/stat, counted after the command name (which may hold spaces).
+        fields = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        return since_boot - int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return time.time() - psutil.Process().create_time()
 
 
 def headers_of(context: Any, index: int) -> dict[str, str]:

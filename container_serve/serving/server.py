@@ -35,14 +35,15 @@ from pathlib import Path
 import psutil
 
 from model_artifact.config import ArtifactError, read_config
-from serving import contract, state
+from serving import contract, frontend, state
 from serving.errors import ServeConfigError
 
 logger = logging.getLogger("serve")
 
 HANDLER = "serving.entry:handle"
 MODEL_NAME = "model"
-LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
+PRELOAD_SOCKET = "preload.sock"
+PRELOAD_LAUNCHER = "serve-backend"  # console script of this package: serving.preload.launch
 POLL_INTERVAL_S = 0.2
 # SageMaker sends SIGKILL 30 s after SIGTERM; leave time for the escalation below.
 SHUTDOWN_GRACE_S = 20.0
@@ -61,16 +62,19 @@ def main() -> int:
         signal.signal(signum, lambda number, frame: stop_requested.set())
     try:
         return serve(contract.read_settings(), stop_requested)
-    except (ServeConfigError, ArtifactError, ServeFailedError) as error:
+    except (ServeConfigError, ArtifactError, ServeFailedError, frontend.FrontendError) as error:
         logger.error("serve failed: %s", error)
         return 1
 
 
 def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> int:
     started = time.perf_counter()
-    with timed("check the model artifact"):
-        config = read_config(settings.model_dir)
-    logger.info("model %s, classes %s", settings.model_dir, ", ".join(config.classes))
+    if settings.multi_model:
+        logger.info("multi-model endpoint: models are loaded with POST /models")
+    else:
+        with timed("check the model artifact"):
+            config = read_config(settings.model_dir)
+        logger.info("model %s, classes %s", settings.model_dir, ", ".join(config.classes))
     with runtime_dir() as runtime:
         server = start_model_server(settings, runtime)
         try:
@@ -78,13 +82,16 @@ def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> 
             if stop_requested.is_set():
                 return 0
             logger.info(
-                "ready on port %d in %.1f s (%d worker(s) x %d torch thread(s))",
+                "ready on port %d in %.1f s (%d worker(s) x %d torch thread(s), "
+                "batches of up to %d, %s)",
                 settings.port,
                 time.perf_counter() - started,
                 settings.workers,
                 settings.torch_threads,
+                settings.batch_size,
+                f"{settings.gpus} GPU(s)" if settings.gpus else "CPU",
             )
-            supervise(runtime, server, stop_requested)
+            supervise(settings, runtime, server, stop_requested)
             return 0
         finally:
             stop_process_group(server)
@@ -102,14 +109,33 @@ def wait_for_startup(
             "start the model server (JVM frontend answers /ping)",
             lambda: ping_status(settings.port) is not None,
         ),
-        (
-            f"load and warm up the model in {settings.workers} worker(s)",
-            lambda: state.ready_workers(runtime) >= settings.workers,
-        ),
     ]
+    if not settings.multi_model:  # a multi-model endpoint starts empty
+        phases.append(
+            (
+                f"load and warm up the model in {settings.workers} worker(s)",
+                lambda: state.ready_workers(runtime) >= settings.workers,
+            )
+        )
     for phase, condition in phases:
         with timed(phase):
             wait_until(condition, settings, runtime, server, stop_requested)
+    log_worker_steps(runtime)
+
+
+def log_worker_steps(runtime: Path) -> None:
+    """The steps inside the last phase, as the preload process and the workers reported them."""
+    steps = [
+        (
+            "preload: import torch and the handler while the JVM starts",
+            state.preloaded_seconds(runtime),
+        )
+    ]
+    for pid, timings in state.worker_timings(runtime).items():
+        steps += [(f"worker {pid}: {step}", seconds) for step, seconds in timings.items()]
+    for step, seconds in steps:
+        if seconds is not None:
+            logger.info("%s: %.2f s", step, seconds, extra={"phase": step, "seconds": seconds})
 
 
 @contextmanager
@@ -140,33 +166,66 @@ def runtime_dir() -> Iterator[Path]:
 
 
 def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subprocess.Popen[bytes]:
-    if shutil.which("java") is None and not os.environ.get(contract.JAVA_HOME_ENV):
-        raise ServeFailedError(
-            "multi-model-server needs a Java runtime: put java on PATH or set JAVA_HOME"
-        )
+    """The JVM frontend (serving.frontend), which starts the Python workers itself."""
+    java = frontend.java_executable()
+    jar = frontend.ensure_jar()
     config_file = runtime / "mms.properties"
     config_file.write_text(mms_properties(settings, runtime), encoding="utf-8")
-    command = [
-        sys.executable, "-m", "mms.model_server", "--start", "--foreground",
-        "--mms-config", str(config_file),
-        "--log-config", str(LOG_CONFIG),
-        "--model-store", str(settings.base_dir),
-        "--models", f"{MODEL_NAME}={contract.MODEL_SUBDIR}",
-    ]  # fmt: skip
-    logger.info("starting: %s", " ".join(command))
-    # A new session makes the server, the JVM and every worker one process group to stop.
-    return subprocess.Popen(
-        command, env=model_server_env(settings, runtime), cwd=runtime, start_new_session=True
+    launch = frontend.Launch(
+        java=java,
+        jar=jar,
+        runtime=runtime,
+        config_file=config_file,
+        model_store=contract.MULTI_MODEL_STORE if settings.multi_model else settings.base_dir,
+        models=None if settings.multi_model else f"{MODEL_NAME}={contract.MODEL_SUBDIR}",
     )
+    command = frontend.jvm_command(settings, launch, python=backend_python(settings))
+    logger.info(
+        "starting: %s", " ".join(word for word in command if not word.startswith("-Dserving."))
+    )
+    env = model_server_env(settings, runtime)
+    # A process group of their own makes the JVM, the preload process and every worker one
+    # group to stop (and keeps a terminal's Ctrl-C, which `serve` handles, away from them).
+    jvm = subprocess.Popen(command, env=env, cwd=runtime, stdin=subprocess.DEVNULL, process_group=0)
+    if settings.preload:
+        # Started right after the JVM, in its group: torch loads while the JVM boots.
+        subprocess.Popen(
+            [sys.executable, "-m", "serving.preload", str(runtime / PRELOAD_SOCKET)],
+            env=env,
+            cwd=runtime,
+            stdin=subprocess.DEVNULL,
+            process_group=jvm.pid,
+        )
+    return jvm
 
 
-def mms_properties(settings: contract.ServeSettings, runtime: Path) -> str:
-    properties = {
-        "inference_address": f"http://0.0.0.0:{settings.port}",
+def backend_python(settings: contract.ServeSettings) -> str:
+    """What multi-model-server runs as `python`: the launcher into the preloaded process."""
+    launcher = Path(sys.executable).with_name(PRELOAD_LAUNCHER)
+    return str(launcher) if settings.preload and launcher.is_file() else sys.executable
+
+
+def mms_properties(
+    settings: contract.ServeSettings,
+    runtime: Path,
+    handler: str = HANDLER,
+    host: str = "0.0.0.0",  # SageMaker reaches the container on its own address
+) -> str:
+    if settings.multi_model:
+        # SageMaker's multi-model contract: the management API (POST /models, ...) on the
+        # same port as /ping and /models/<name>/invoke.
+        management = f"http://{host}:{settings.port}"
+    else:
         # Model management stays private: a unix socket in the runtime dir, no second port.
-        "management_address": f"unix:{runtime / 'management.sock'}",
-        "default_service_handler": HANDLER,
+        management = f"unix:{runtime / 'management.sock'}"
+    properties = {
+        "inference_address": f"http://{host}:{settings.port}",
+        "management_address": management,
+        "default_service_handler": handler,
         "default_workers_per_model": settings.workers,
+        # multi-model-server numbers the GPUs its workers get from 0 up to this; the
+        # workers see only the visible ones, numbered the same way.
+        "number_of_gpu": settings.gpus,
         # The plain `default_response_timeout` is read as minutes by multi-model-server 1.1.
         "default_response_timeout_seconds": settings.response_timeout_s,
         "max_request_size": settings.max_payload_bytes,
@@ -174,24 +233,23 @@ def mms_properties(settings: contract.ServeSettings, runtime: Path) -> str:
         "decode_input_request": "false",
         "preload_model": "false",
     }
-    if settings.vmargs:
-        properties["vmargs"] = settings.vmargs
     return "".join(f"{key}={value}\n" for key, value in properties.items())
 
 
 def model_server_env(settings: contract.ServeSettings, runtime: Path) -> dict[str, str]:
-    """The server's environment: private temp dirs and the thread budget.
+    """The server's environment: private temp dirs, the thread budget, resolved settings.
 
     The workers run this interpreter, where the serving package is installed: they need
     no import path of their own.
     """
     return {
         **os.environ,
-        "TMPDIR": str(runtime),  # the server's pid file: $TMPDIR/.model_server.pid
-        "TEMP": str(runtime),  # the JVM's tmpdir: worker sockets
+        "TMPDIR": str(runtime),
+        "TEMP": str(runtime),
         "LOG_LOCATION": str(runtime / "logs"),
         "METRICS_LOCATION": str(runtime / "logs"),
         contract.STATE_DIR_ENV: str(runtime),
+        contract.PRELOAD_SOCKET_ENV: str(runtime / PRELOAD_SOCKET),
         contract.TORCH_THREADS_ENV: str(settings.torch_threads),
         "PYTHONUNBUFFERED": "1",
     }
@@ -219,7 +277,7 @@ def wait_until(
     """Poll `condition` until it holds, failing fast when the server or the model fails."""
     deadline = time.monotonic() + settings.startup_timeout_s
     while not stop_requested.is_set():
-        check_alive(runtime, server)
+        check_alive(settings, runtime, server)
         if condition():
             return
         if time.monotonic() > deadline:
@@ -231,17 +289,23 @@ def wait_until(
 
 
 def supervise(
-    runtime: Path, server: subprocess.Popen[bytes], stop_requested: threading.Event
+    settings: contract.ServeSettings,
+    runtime: Path,
+    server: subprocess.Popen[bytes],
+    stop_requested: threading.Event,
 ) -> None:
-    """Serve until SIGTERM; a dead server or a worker that can't reload the model is fatal."""
+    """Serve until SIGTERM; a dead server, or a worker that can't reload the single model,
+    is fatal. (On a multi-model endpoint a model that fails to load only fails its POST.)"""
     while not stop_requested.wait(1.0):
-        check_alive(runtime, server)
+        check_alive(settings, runtime, server)
         reap_orphans(server.pid)
     logger.info("stop requested: stopping the model server")
 
 
-def check_alive(runtime: Path, server: subprocess.Popen[bytes]) -> None:
-    reason = state.load_failure(runtime)
+def check_alive(
+    settings: contract.ServeSettings, runtime: Path, server: subprocess.Popen[bytes]
+) -> None:
+    reason = None if settings.multi_model else state.load_failure(runtime)
     if reason is not None:
         raise ServeFailedError(f"the model failed to load: {reason}")
     if server.poll() is not None:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import torch
 
+from model_artifact import precision
+
 
 @dataclass(frozen=True)
 class Runtime:
@@ -34,19 +36,14 @@ class Runtime:
 
 
 def select_runtime(amp: str, device: torch.device | None = None) -> Runtime:
-    """GPU when there is one. `amp=auto` runs the frozen backbone under bf16 autocast where
-    the hardware computes bf16 natively (recent GPUs; CPUs with AVX512-BF16 or AMX), fp16 on
-    older GPUs, and fp32 elsewhere: on a CPU without bf16 instructions autocast is slower.
+    """GPU when there is one. `amp=auto` runs the frozen backbone under autocast in the
+    reduced precision the device computes natively (model_artifact.precision: bf16 on recent
+    GPUs and on CPUs with AVX512-BF16 or AMX, fp16 on older GPUs) and in fp32 elsewhere: on
+    a CPU without bf16 instructions autocast is slower. `bf16` and `fp16` force a precision,
+    except that a CPU never runs fp16 (it has no fast fp16 kernels); `off` is fp32.
     `device`: a worker's own GPU, when the job runs one worker per GPU."""
     if device is None:
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if amp == "off":
+    if amp == "off" or (amp == "fp16" and device.type == "cpu"):
         return Runtime(device, None)
-    if device.type == "cpu":
-        native_bf16 = torch.ops.mkldnn._is_mkldnn_bf16_supported()
-        return Runtime(
-            device, torch.bfloat16 if amp == "bf16" or (amp == "auto" and native_bf16) else None
-        )
-    if amp == "fp16" or (amp == "auto" and not torch.cuda.is_bf16_supported()):
-        return Runtime(device, torch.float16)
-    return Runtime(device, torch.bfloat16)
+    return Runtime(device, precision.dtype(precision.resolve(amp, device)))

@@ -53,8 +53,13 @@ def make_image_folder(
     return root
 
 
-def make_dataset(root: Path, per_class: int = 12, size: tuple[int, int] = (64, 48)) -> Path:
+def make_dataset(
+    root: Path,
+    per_class: int = 12,
+    size: tuple[int, int] = (64, 48),
+    classes: tuple[str, ...] = ("cat", "dog"),
+) -> Path:
     """A train/valid/test data set laid out as the training job's channels expect."""
     for split, seed in (("train", 0), ("valid", 1), ("test", 2)):
-        make_image_folder(root / split, per_class, size=size, seed=seed)
+        make_image_folder(root / split, per_class, classes, size=size, seed=seed)
     return root

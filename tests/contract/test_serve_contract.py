@@ -15,7 +15,10 @@ import io
 import json
 import shutil
 import signal
+import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -45,6 +48,8 @@ def server(
     env = {
         "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_LIMIT_MB),
         "SAGEMAKER_MODEL_SERVER_WORKERS": "2",
+        # These tests compare with the artifact computed by hand in fp32.
+        "SERVING_PRECISION": "fp32",
     }
     running = target.start_server(trained_model_dir, work_dir, env)
     try:
@@ -212,6 +217,96 @@ def test_payload_over_the_limit_is_413(server: Server, test_images: list[Path]) 
     assert_still_serving(server, test_images[0].read_bytes())
 
 
+# Bytes no answer may quote: multi-model-server's own form decoder echoes request bodies.
+MARKER = b"SECRET-REQUEST-BYTES-%zz"
+ODD_REQUESTS = {
+    "a form body (what curl -d and urllib send by default)": (
+        {"Content-Type": "application/x-www-form-urlencoded"},
+        "jpeg",
+        415,
+    ),
+    "a form body with a charset": (
+        {"Content-Type": "application/x-www-form-urlencoded; charset=utf-8"},
+        "jpeg",
+        415,
+    ),
+    "a multipart form": (
+        {"Content-Type": "multipart/form-data; boundary=XyZ"},
+        b"--XyZ\r\nContent-Disposition: form-data; name=f\r\n\r\n" + MARKER + b"\r\n--XyZ--\r\n",
+        415,
+    ),
+    "no Content-Type": ({}, "jpeg", 415),
+    "an empty Content-Type": ({"Content-Type": ""}, "jpeg", 415),
+    "JSON nested 100,000 deep": ({"Content-Type": "application/json"}, b"[" * 100_000, 400),
+    "a body just over the limit, sent whole before reading": (
+        {"Content-Type": "image/jpeg"},
+        MARKER + b"\xff" * (PAYLOAD_LIMIT_MB * 1024 * 1024),
+        413,
+    ),
+    "a body 8 times the limit, sent whole before reading": (
+        {"Content-Type": "image/jpeg"},
+        MARKER + b"\xff" * (8 * PAYLOAD_LIMIT_MB * 1024 * 1024),
+        413,
+    ),
+}
+
+
+def raw_post(port: int, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, str, bytes]:
+    """POST with exactly these headers (no Content-Type unless given), the whole body sent
+    before the answer is read, as urllib and requests do."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    try:
+        connection.putrequest("POST", path, skip_accept_encoding=True)
+        for name, value in {**headers, "Content-Length": str(len(body))}.items():
+            connection.putheader(name, value)
+        connection.endheaders(body)
+        response = connection.getresponse()
+        return response.status, response.getheader("Content-Type", ""), response.read()
+    finally:
+        connection.close()
+
+
+@pytest.mark.parametrize("case", ODD_REQUESTS)
+def test_odd_requests_get_a_short_json_4xx_that_quotes_nothing(
+    server: Server, test_images: list[Path], case: str
+) -> None:
+    headers, body, expected = ODD_REQUESTS[case]
+    good_image = test_images[0].read_bytes()
+    payload = good_image + MARKER if body == "jpeg" else body
+    assert isinstance(payload, bytes)
+    status, answer_type, answer = raw_post(server.port, "/invocations", payload, headers)
+    assert status == expected, answer[:300]
+    assert answer_type == "application/json"
+    assert set(json.loads(answer)) == {"error"}
+    assert MARKER not in answer and b"Traceback" not in answer
+    assert_still_serving(server, good_image)
+
+
+def test_urllib_without_a_content_type_gets_a_415_that_says_what_to_send(
+    server: Server, test_images: list[Path]
+) -> None:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{server.port}/invocations", data=test_images[0].read_bytes()
+    )
+    with pytest.raises(urllib.error.HTTPError) as raised:
+        urllib.request.urlopen(request, timeout=60)
+    assert raised.value.code == 415
+    assert "image/jpeg" in json.loads(raised.value.read())["error"]
+
+
+def test_execution_parameters_describe_this_server(server: Server) -> None:
+    """Batch Transform asks for them when a job leaves them unset."""
+    url = f"http://127.0.0.1:{server.port}/execution-parameters"
+    with urllib.request.urlopen(url, timeout=30) as response:
+        assert response.headers.get("Content-Type") == "application/json"
+        parameters = json.loads(response.read())
+    assert parameters == {
+        "MaxConcurrentTransforms": 2 * 8,  # 2 workers, batches of 8 (the default)
+        "BatchStrategy": "SINGLE_RECORD",
+        "MaxPayloadInMB": PAYLOAD_LIMIT_MB,
+    }
+
+
 def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
     target: Target, trained_model_dir: Path, tmp_path: Path
 ) -> None:
@@ -231,6 +326,85 @@ def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
         assert exit_code != 0
         assert reason in log  # the reason the user reads in `docker logs`
         assert leftovers == []
+
+
+BATCHING = {
+    "on": {
+        "SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "4",
+        "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY": "3000",
+    },
+    "off": {"SAGEMAKER_MODEL_SERVER_BATCH_SIZE": "1"},
+}
+
+
+@pytest.mark.parametrize("batching", BATCHING)
+def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
+    target: Target, trained_model_dir: Path, test_images: list[Path], tmp_path: Path, batching: str
+) -> None:
+    """Batching on: 4 requests sent together are one server batch (the 3 s delay leaves
+    time for all of them); each is decoded with its own headers and fails alone."""
+    env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SERVING_PRECISION": "fp32", **BATCHING[batching]}
+    running = target.start_server(trained_model_dir, tmp_path / "serve", env)
+    jpeg = test_images[0].read_bytes()
+    requests = [
+        (jpeg, "image/jpeg", {}),
+        (png_bytes(Image.open(test_images[1])), "image/png", {"Accept": "application/x-npy"}),
+        (b"not an image", "image/jpeg", {}),
+        (jpeg, "image/jpeg", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=9"}),
+    ]
+    answers: list[tuple[int, str, str | None, bytes]] = [(0, "", None, b"")] * len(requests)
+    start_together = threading.Barrier(len(requests))
+
+    def send(index: int) -> None:
+        body, content_type, headers = requests[index]
+        start_together.wait()
+        connection = http.client.HTTPConnection("127.0.0.1", running.port, timeout=120)
+        connection.request("POST", "/invocations", body, {"Content-Type": content_type, **headers})
+        response = connection.getresponse()
+        answers[index] = (
+            response.status,
+            response.getheader("Content-Type", ""),
+            response.getheader("x-serving-batch-size"),
+            response.read(),
+        )
+        connection.close()
+
+    # Then 4 requests of 16 images each: the worker's answer to their batch (about 10 KB)
+    # can reach the frontend in pieces (test_serving_frontend.py splits it at every byte).
+    many = json.dumps({"instances": [{"b64": base64.b64encode(jpeg).decode()}] * 16}).encode()
+    large: list[int] = []
+
+    def send_many() -> None:
+        status, body, _ = running.post(many, "application/json")
+        large.append(status if len(json.loads(body).get("predictions", [])) == 16 else -status)
+
+    try:
+        running.wait_until_ready()
+        for sender in (send, send_many):
+            threads = [
+                threading.Thread(target=sender, args=(index,) if sender is send else ())
+                for index in range(len(requests))
+            ]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+    finally:
+        leftovers = running.close()
+    assert leftovers == []
+    assert [answer[0] for answer in answers] == [200, 200, 400, 400]
+    assert [answer[1] for answer in answers] == [
+        "application/json",
+        "application/x-npy",
+        "application/json",
+        "application/json",
+    ]
+    expected_size = "4" if batching == "on" else "1"
+    assert [answer[2] for answer in answers] == [expected_size] * len(requests)
+    classes = list(read_config(trained_model_dir).classes)
+    reference = reference_probabilities(trained_model_dir, [Image.open(test_images[0])])
+    np.testing.assert_allclose(json_probabilities(answers[0][3], classes), reference, atol=1e-5)
+    assert large == [200] * len(requests)
 
 
 @PROCESS_ONLY

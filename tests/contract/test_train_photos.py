@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from model_artifact.preprocessing import Preprocessing, eval_transform, open_rgb
+from serving.contract import PRECISION_ENV
 from support import servers
 from support.jobs import train_tiny
 from trainer.metrics import parse_metrics
@@ -54,7 +55,8 @@ def test_layer4_fine_tuning_on_the_photos_is_served_unchanged(
         logits = torch.jit.load(str(model_dir / "model.pt"))(transform(open_rgb(photo))[None])
     expected = torch.softmax(logits, 1)[0].tolist()
 
-    server = servers.start(model_dir, tmp_path / "serve")
+    # fp32, as computed in process above (`auto` serves in bf16 where the CPU has it).
+    server = servers.start(model_dir, tmp_path / "serve", {PRECISION_ENV: "fp32"})
     try:
         server.wait_until_ready()
         status, body, _ = server.post(photo.read_bytes(), "image/jpeg")

@@ -7,8 +7,10 @@ import contextlib
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -45,6 +47,31 @@ class Server:
 
 def start(model_dir: Path, work_dir: Path, env: dict[str, str] | None = None) -> Server:
     """`serve` for model_dir on a free port; its log goes to work_dir/serve.log."""
+    return _start(
+        work_dir,
+        env,
+        lambda port, env, log: processes.start_server(
+            model_dir, work_dir / "base", port, env=env, log_file=log
+        ),
+    )
+
+
+def start_multi_model(work_dir: Path, env: dict[str, str] | None = None) -> Server:
+    """`serve` as a multi-model endpoint (no model loaded yet) on a free port."""
+    return _start(
+        work_dir,
+        env,
+        lambda port, env, log: processes.start_multi_model_server(
+            work_dir / "base", port, env=env, log_file=log
+        ),
+    )
+
+
+def _start(
+    work_dir: Path,
+    env: dict[str, str] | None,
+    launch: Callable[[int, dict[str, str], IO[bytes]], subprocess.Popen[bytes]],
+) -> Server:
     # A short private TMPDIR: worker sockets live under it, and unix socket paths are limited
     # to 107 bytes (pytest's tmp_path is too deep).
     tmp_dir = Path(tempfile.mkdtemp(prefix="serve-test-"))
@@ -52,12 +79,8 @@ def start(model_dir: Path, work_dir: Path, env: dict[str, str] | None = None) ->
     log_path = work_dir / "serve.log"
     port = processes.free_port()
     with log_path.open("wb") as log_file:
-        process = processes.start_server(
-            model_dir,
-            work_dir / "base",
-            port,
-            env={"TMPDIR": str(tmp_dir), "TEMP": str(tmp_dir), **(env or {})},
-            log_file=log_file,
+        process = launch(
+            port, {"TMPDIR": str(tmp_dir), "TEMP": str(tmp_dir), **(env or {})}, log_file
         )
     return Server(port, process, log_path, tmp_dir)
 
@@ -78,7 +101,10 @@ def processes_of(server: Server) -> list[psutil.Process]:
 
 
 def workers_of(server: Server) -> list[psutil.Process]:
-    return [p for p in processes_of(server) if "model_service_worker" in " ".join(p.cmdline())]
+    """The live worker processes, found by the ready reports they write under their pid
+    (forked from the preloaded process, their command line is that process's)."""
+    reported = {int(path.suffix[1:]) for path in server.tmp_dir.glob("serve-*/worker_ready.*")}
+    return [process for process in processes_of(server) if process.pid in reported]
 
 
 def stop_and_clean(server: Server) -> list[str]:

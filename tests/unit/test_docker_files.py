@@ -119,7 +119,10 @@ def test_copied_files_exist_and_are_in_the_build_context(name: str) -> None:
         path = REPO_ROOT / source
         assert path.exists(), f"{source} (COPY in {name}) does not exist"
         files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
-        files = [p for p in files if "__pycache__" not in p.parts]
+        # Local build outputs (bytecode, serving/java/build) stay out by design.
+        files = [
+            p for p in files if not {"__pycache__", "build"} & set(p.relative_to(REPO_ROOT).parts)
+        ]
         assert files, f"{source} is empty"
         for file in files:
             relative = file.relative_to(REPO_ROOT).as_posix()
@@ -235,6 +238,7 @@ def test_serving_image_contract() -> None:
     final = dockerfile.final_stage()
     labels = " ".join(i.arguments for i in final if i.keyword == "LABEL")
     assert "com.amazonaws.sagemaker.capabilities.accept-bind-to-port=true" in labels
+    assert "com.amazonaws.sagemaker.capabilities.multi-models=true" in labels
     assert [i.arguments for i in final if i.keyword == "EXPOSE"] == ["8080"]
     assert dockerfile.env(final)["SAGEMAKER_BIND_TO_PORT"] == "8080"
     defaults = dict(

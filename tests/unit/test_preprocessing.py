@@ -1,4 +1,7 @@
 import io
+import struct
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,6 +59,20 @@ def test_undecodable_bytes_raise_unreadable(payload: bytes) -> None:
         open_rgb(payload)
 
 
+@pytest.mark.parametrize("failure", [struct.error("bad"), IndexError("x"), ZeroDivisionError()])
+def test_any_decoder_failure_is_an_unreadable_image(
+    monkeypatch: pytest.MonkeyPatch, failure: Exception
+) -> None:
+    """Pillow's format plugins fail on crafted bytes with many exception types."""
+
+    def broken_open(stream: object) -> object:
+        raise failure
+
+    monkeypatch.setattr(Image, "open", broken_open)
+    with pytest.raises(UnreadableImageError, match="not a decodable image"):
+        open_rgb(_encode(RGB, "PNG"))
+
+
 def test_pixel_limit_stops_decompression_bombs() -> None:
     with pytest.raises(UnreadableImageError, match="over the limit"):
         open_rgb(_encode(RGB, "PNG"), max_pixels=100)
@@ -74,3 +91,53 @@ def test_eval_transform_resizes_short_side_then_crops_and_normalises() -> None:
 def test_round_trips_through_its_json_form() -> None:
     preprocessing = Preprocessing.for_image_size(96)
     assert Preprocessing.from_dict(preprocessing.to_dict()) == preprocessing
+
+
+def torchvision_eval_transform(preprocessing: Preprocessing) -> object:
+    """The reference: torchvision's v2 transforms for the same recipe."""
+    from torchvision.transforms import v2  # noqa: PLC0415
+
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(
+                preprocessing.resize_size,
+                interpolation=v2.InterpolationMode(preprocessing.interpolation),
+                antialias=True,
+            ),
+            v2.CenterCrop(preprocessing.image_size),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(mean=list(preprocessing.mean), std=list(preprocessing.std)),
+        ]
+    )
+
+
+@pytest.mark.parametrize("interpolation", ["bilinear", "bicubic", "nearest"])
+@pytest.mark.parametrize("size", [(500, 375), (375, 500), (64, 64), (33, 97), (257, 256)])
+@pytest.mark.parametrize(("image_size", "resize_size"), [(224, 256), (64, 73), (32, 32)])
+def test_eval_transform_equals_torchvision_bit_for_bit(
+    interpolation: str, size: tuple[int, int], image_size: int, resize_size: int
+) -> None:
+    """Serving computes the transform without torchvision; a model trained with
+    torchvision's numbers must see exactly the same input tensor."""
+    preprocessing = Preprocessing(
+        image_size=image_size, resize_size=resize_size, interpolation=interpolation
+    )
+    rng = np.random.default_rng(size[0] * 7 + size[1])
+    image = Image.fromarray(rng.integers(0, 256, (size[1], size[0], 3), dtype=np.uint8))
+    expected = torchvision_eval_transform(preprocessing)(image)  # type: ignore[operator]
+    assert torch.equal(eval_transform(preprocessing)(image), expected)
+
+
+def test_serving_preprocessing_does_not_import_torchvision() -> None:
+    script = (
+        "import sys\n"
+        "from PIL import Image\n"
+        "from model_artifact.preprocessing import Preprocessing, eval_transform\n"
+        "eval_transform(Preprocessing.for_image_size(32))(Image.new('RGB', (40, 30)))\n"
+        "assert 'torchvision' not in sys.modules, 'torchvision was imported'\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -88,11 +88,15 @@ def test_npy_in_fortran_order_keeps_its_pixels() -> None:
     assert np.array_equal(np.asarray(image), pixels)
 
 
-@pytest.mark.parametrize("content_type", [None, "", "text/plain", "image/gif", "text/csv"])
+@pytest.mark.parametrize(
+    "content_type",
+    [None, "", "text/plain", "image/gif", "text/csv", "application/x-www-form-urlencoded"],
+)
 def test_unsupported_content_type_is_415(content_type: str | None) -> None:
     with pytest.raises(UnsupportedMediaTypeError) as raised:
         codecs.decode(image_bytes(), content_type)
     assert raised.value.status_code == 415
+    assert "image/jpeg" in raised.value.message  # names what is supported
 
 
 def npy_claiming(height: int, width: int) -> bytes:
@@ -102,6 +106,15 @@ def npy_claiming(height: int, width: int) -> bytes:
         buffer, {"descr": "|u1", "fortran_order": False, "shape": (height, width, 3)}
     )
     return buffer.getvalue() + b"\0" * 3
+
+
+def npy_claiming_shape(shape: tuple[int, ...]) -> bytes:
+    """An .npy header declaring `shape` (uint8) followed by as many bytes as its product."""
+    buffer = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        buffer, {"descr": "|u1", "fortran_order": False, "shape": shape}
+    )
+    return buffer.getvalue() + b"\0" * max(0, int(np.prod(shape)))
 
 
 BAD_BODIES = {
@@ -128,6 +141,14 @@ BAD_BODIES = {
     "npy 4 channels": ("application/x-npy", npy_bytes(np.zeros((4, 4, 4), dtype=np.uint8))),
     "npy truncated": ("application/x-npy", npy_bytes(np.zeros((4, 4, 3), dtype=np.uint8))[:-5]),
     "npy too many pixels": ("application/x-npy", npy_claiming(7_000, 7_000)),
+    # Documents the JSON decoder itself cannot read, whatever their shape.
+    "json nested too deeply": ("application/json", b"[" * 100_000),
+    "json object nested too deeply": ("application/json", b'{"a":' * 50_000),
+    "json number too long": ("application/json", b'{"instances": [' + b"7" * 5_000 + b"]}"),
+    "json not utf-8": ("application/json", b'{"instances": "\xff\xfe"}'),
+    # Shapes numpy accepts in a header but no image has.
+    "npy negative dims": ("application/x-npy", npy_claiming_shape((2, -5, -5, 3))),
+    "npy zero height": ("application/x-npy", npy_claiming_shape((0, 4, 3))),
 }
 
 

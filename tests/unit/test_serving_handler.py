@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -13,33 +14,21 @@ import torch
 from mms.context import Context, RequestProcessor
 from PIL import Image
 
-from model_artifact.config import ArtifactError, ModelConfig
+from model_artifact.config import ArtifactError
 from model_artifact.preprocessing import Preprocessing, eval_transform
-from model_artifact.torchscript import export_model
 from serving import handler
+from support.tiny_models import CLASSES, encoded, photo, write_model_dir
 
-CLASSES = ["cat", "dog"]
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
 
 
-class TinyNet(torch.nn.Module):
-    """A conv net with the artifact's interface: (N, 3, S, S) -> (N, classes) logits."""
-
-    def __init__(self, num_classes: int = 2) -> None:
-        super().__init__()
-        self.features = torch.nn.Conv2d(3, 4, 3)
-        self.head = torch.nn.Linear(4, num_classes)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(images).mean(dim=(2, 3)))
-
-
-def write_model_dir(model_dir: Path, classes: list[str] = CLASSES, num_outputs: int = 2) -> Path:
-    """A model directory as the training job writes it, around TinyNet."""
-    torch.manual_seed(0)
-    config = ModelConfig(classes=tuple(classes), preprocessing=Preprocessing.for_image_size(32))
-    export_model(model_dir, TinyNet(num_outputs), config)
-    return model_dir
+@pytest.fixture(scope="module", autouse=True)
+def fp32_serving() -> Iterator[None]:
+    """These tests compare with the artifact computed by hand in fp32: serve in fp32
+    (test_serving_precision.py covers the reduced precisions)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SERVING_PRECISION", "fp32")
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -50,17 +39,6 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def model(model_dir: Path) -> handler.LoadedModel:
     return handler.model_fn(model_dir)
-
-
-def photo(colour: tuple[int, int, int], size: tuple[int, int] = (50, 40)) -> Image.Image:
-    pixels = np.random.default_rng(sum(colour)).integers(0, 256, (size[1], size[0], 3))
-    return Image.fromarray((pixels // 2 + np.array(colour) // 2).astype(np.uint8))
-
-
-def encoded(image: Image.Image, fmt: str = "PNG") -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt)
-    return buffer.getvalue()
 
 
 def reference_probabilities(model_dir: Path, images: list[Image.Image]) -> np.ndarray:
@@ -169,6 +147,9 @@ def test_a_server_batch_answers_each_request_on_its_own(
     bodies = service.handle(data, context)
 
     assert [status_of(context, i) for i in range(5)] == [200, 400, 200, 415, 400]
+    # Every answer says how many requests shared the forward pass.
+    sizes = [context.get_response_headers(i).get("x-serving-batch-size") for i in range(5)]
+    assert sizes == ["5"] * 5
     assert [context.get_response_content_type(i) for i in range(5)] == [
         "application/json",
         "application/json",

@@ -62,8 +62,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve_parser.add_argument(
         "--model-dir",
         type=Path,
-        required=True,
         help="the training job's model/ folder (model.pt, model_config.json)",
+    )
+    serve_parser.add_argument(
+        "--multi-model",
+        action="store_true",
+        help="serve as a SageMaker multi-model endpoint (with --models-dir)",
+    )
+    serve_parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="--multi-model: a folder with one trained model/ folder per model name",
     )
     serve_parser.add_argument(
         "--port",
@@ -78,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_PORT,
         help=f"port of the server (default: {DEFAULT_PORT})",
+    )
+    invoke_parser.add_argument(
+        "--target-model",
+        metavar="NAME",
+        help="a model of a multi-model endpoint (POST /models/NAME/invoke)",
     )
     invoke_parser.add_argument(
         "files",
@@ -114,6 +128,17 @@ def add_tune_parser(commands: Any) -> None:
     tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
 
 
+def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
+    if args.multi_model != (args.models_dir is not None) or args.multi_model == (
+        args.model_dir is not None
+    ):
+        parser.error("serve needs --model-dir DIR, or --multi-model --models-dir DIR")
+    with tempfile.TemporaryDirectory(prefix="local-serve-") as base_dir:
+        if args.multi_model:
+            return processes.serve_multi_model(args.models_dir, args.port, Path(base_dir))
+        return processes.serve(args.model_dir, args.port, Path(base_dir))
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -128,10 +153,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             hyperparameters["workers_per_host"] = str(args.workers_per_host)
         return processes.train(args.data, args.job_dir, hyperparameters, args.hosts)
     if args.command == "serve":
-        with tempfile.TemporaryDirectory(prefix="local-serve-") as base_dir:
-            return processes.serve(args.model_dir, args.port, Path(base_dir))
+        return serve(parser, args)
     if args.command == "invoke":
-        return client.invoke(args.port, args.files)
+        return client.invoke(args.port, args.files, args.target_model)
     if args.command == "tune":
         from launch.local.tuning import tune  # noqa: PLC0415 - imports optuna
 

@@ -18,7 +18,8 @@ from typing import IO, Any
 
 from launch.local import client
 from launch.local.jobdir import host_dirs, host_names, layout_job_dir, layout_serving_dir
-from serving.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV
+from model_artifact.config import CONFIG_FILE
+from serving.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV, MULTI_MODEL_ENV
 from trainer.contract import MASTER_ADDR_ENV, MASTER_PORT_ENV
 
 DEFAULT_SERVE_PORT = 8080
@@ -164,9 +165,71 @@ def stop_server(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 def serve(model_dir: Path, port: int, base_dir: Path) -> int:
     """Run `serve` in the foreground until Ctrl-C or SIGTERM; returns its exit code."""
-    process = start_server(model_dir, base_dir, port)
+    return in_foreground(start_server(model_dir, base_dir, port))
+
+
+def in_foreground(process: subprocess.Popen[bytes]) -> int:
+    """Wait for `serve`, passing SIGTERM on; returns its exit code."""
     signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
     try:
         return process.wait()
     except KeyboardInterrupt:  # the terminal sent SIGINT to `serve` as well
         return stop_server(process)
+
+
+# ----------------------------------------------------------------- multi-model endpoints
+
+
+def start_multi_model_server(
+    base_dir: Path,
+    port: int,
+    env: dict[str, str] | None = None,
+    log_file: IO[bytes] | None = None,
+) -> subprocess.Popen[bytes]:
+    """`serve` as a SageMaker multi-model endpoint: it starts empty; POST /models loads."""
+    base_dir.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [installed_command("serve")],
+        env={**serving_environment(base_dir, port), MULTI_MODEL_ENV: "true", **(env or {})},
+        stdout=log_file,
+        stderr=subprocess.STDOUT if log_file else None,
+    )
+
+
+def model_folders(models_dir: Path) -> dict[str, Path]:
+    """The trained models in models_dir (each a training job's model/ folder), by name."""
+    return {
+        folder.name: folder
+        for folder in sorted(models_dir.iterdir())
+        if (folder / CONFIG_FILE).is_file()
+    }
+
+
+def wait_for_ping(port: int, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not client.ping(port):
+        if process.poll() is not None:
+            raise RuntimeError(f"serve exited with code {process.returncode}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"serve did not answer /ping within {timeout:.0f} s")
+        time.sleep(0.2)
+
+
+def serve_multi_model(models_dir: Path, port: int, base_dir: Path) -> int:
+    """A multi-model endpoint in the foreground, loading every model of models_dir as
+    SageMaker would load it (POST /models with its folder); 507 once it holds its most."""
+    folders = model_folders(models_dir)
+    if not folders:
+        print(f"error: no model folders (with {CONFIG_FILE}) in {models_dir}", file=sys.stderr)
+        return 2
+    process = start_multi_model_server(base_dir, port)
+    try:
+        wait_for_ping(port, process)
+    except (RuntimeError, TimeoutError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        stop_server(process)
+        return 1
+    for name, folder in folders.items():
+        status, message = client.load_model(port, name, folder)
+        print(f"model {name}: {status} {message}", flush=True)
+    return in_foreground(process)

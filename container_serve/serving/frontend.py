@@ -1,0 +1,417 @@
+"""multi-model-server's Java frontend as `serve` runs it.
+
+`serve` starts the JVM itself (not through multi-model-server's Python launcher), with:
+
+- this package's frontend extension, compiled from `serving/java/` into a jar: its main
+  class is multi-model-server's server plus server-side batching for the served model, a
+  guard for odd requests (413 and 415 answers with a JSON reason, GET
+  /execution-parameters), on a multi-model endpoint a limit on the models loaded (507)
+  and the repair of failed registrations, and a worker-response decoder that takes split
+  answers to a batch; the Java sources say why each is needed;
+- start-up flags that halve the JVM's boot (C1 compiler only, serial GC) and, where one
+  was written for this JVM and these jars, an application class-data archive.
+
+`python -m serving.frontend build` compiles the jar (needs a JDK's `javac`) and writes the
+class archive (needs `java` only); `make venv` runs it, the serving image runs its two halves
+(`jar`, `archive`) in its build and final stages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import logging
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+import zipfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from serving import content_types, contract
+from serving.errors import error_body
+
+logger = logging.getLogger("serve")
+
+JAVA_SOURCES = Path(__file__).with_name("java")
+BUILD_DIR = JAVA_SOURCES / "build"
+MAIN_CLASS = "imgcls.serving.ServingFrontend"
+JAVA_RELEASE = "11"  # the oldest JRE the jar runs on; the images ship 17
+LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
+# The JVM's own start-up cost is most of the frontend's: C1 alone compiles the start-up code
+# sooner (the frontend does little per request next to a forward pass), and the serial GC
+# starts no GC threads. With the class archive these bring the first /ping from about 2 s to 1 s.
+START_UP_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfData")
+# Batch Transform: one image file is one record, never several in one request.
+BATCH_STRATEGY = "SINGLE_RECORD"
+
+
+class FrontendError(Exception):
+    """The frontend can't be started or built; the message says what to do."""
+
+
+# ------------------------------------------------------------------------------- locations
+
+
+def mms_home() -> Path:
+    """The folder that holds multi-model-server's `mms` package (its `model_server_home`)."""
+    spec = importlib.util.find_spec("mms")  # located, not imported
+    if spec is None or spec.origin is None:
+        raise FrontendError("multi-model-server is not installed")
+    return Path(spec.origin).resolve().parent.parent
+
+
+def mms_jars() -> list[Path]:
+    return sorted((mms_home() / "mms" / "frontend").glob("*.jar"))
+
+
+def java_executable(env: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if env is None else env
+    java_home = env.get(contract.JAVA_HOME_ENV)
+    found = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if not found or not Path(found).is_file():
+        raise FrontendError(
+            "multi-model-server needs a Java runtime: put java on PATH or set JAVA_HOME"
+        )
+    return Path(found)
+
+
+def java_sources() -> list[Path]:
+    return sorted(JAVA_SOURCES.rglob("*.java"))
+
+
+def source_digest() -> str:
+    """Names the jar after its sources: a changed source never runs an old jar."""
+    digest = hashlib.sha256(JAVA_RELEASE.encode())
+    for source in java_sources():
+        digest.update(source.relative_to(JAVA_SOURCES).as_posix().encode())
+        digest.update(source.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def frontend_jar() -> Path:
+    return BUILD_DIR / f"serving-frontend-{source_digest()}.jar"
+
+
+def classpath(jar: Path) -> list[Path]:
+    """The extension first: its ModelResponseDecoder takes the place of multi-model-server's
+    (see that class for why). No "." (multi-model-server's own launcher puts one first): a
+    class archive is only used when every directory on the class path is empty, and the
+    JVM's working directory never is."""
+    return [jar, *mms_jars()]
+
+
+# ------------------------------------------------------------------------------ the jar
+
+
+def build_jar(target: Path | None = None) -> Path:
+    """Compile serving/java against multi-model-server's jar; needs a JDK's javac."""
+    target = target or frontend_jar()
+    javac = shutil.which("javac")
+    if javac is None:
+        raise FrontendError(
+            f"{target.name} is missing and there is no javac to build it: install a JDK "
+            "(e.g. openjdk-17-jdk-headless) and run `python -m serving.frontend build`"
+        )
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="frontend-classes-") as classes:
+        compile_command = [
+            javac, "--release", JAVA_RELEASE, "-nowarn", "-d", classes,
+            "-cp", os.pathsep.join(map(str, mms_jars())),
+            *map(str, java_sources()),
+        ]  # fmt: skip
+        result = subprocess.run(compile_command, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise FrontendError(f"javac failed:\n{result.stderr.strip()}")
+        partial = target.with_suffix(f".{os.getpid()}.partial")
+        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
+            for path in sorted(Path(classes).rglob("*.class")):
+                jar.write(path, path.relative_to(classes).as_posix())
+        partial.replace(target)  # atomic: a concurrent `serve` sees no half-written jar
+    return target
+
+
+def ensure_jar() -> Path:
+    """The frontend jar for these sources, compiled now if missing and a JDK is at hand."""
+    jar = frontend_jar()
+    if not jar.is_file():
+        logger.info("compiling the frontend extension: %s", jar.name)
+        build_jar(jar)
+    return jar
+
+
+# ------------------------------------------------------------------- the class-data archive
+
+
+def archive_key(java: Path, jars: Sequence[Path]) -> str:
+    """What a class-data archive is only valid for: this JVM build, these jars, these flags."""
+    java = java.resolve()
+    libjvm = java.parent.parent / "lib" / "server" / "libjvm.so"
+    digest = hashlib.sha256(str(java).encode())
+    for path in (libjvm, *jars):
+        stat = path.stat() if path.exists() else None
+        digest.update(f"{path}:{stat and stat.st_size}:{stat and stat.st_mtime_ns}".encode())
+    digest.update(" ".join(START_UP_FLAGS).encode())
+    return digest.hexdigest()[:12]
+
+
+def archive_path(java: Path, jars: Sequence[Path]) -> Path:
+    return BUILD_DIR / f"classes-{archive_key(java, jars)}.jsa"
+
+
+# ------------------------------------------------------------------------ the command line
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything the JVM command needs besides the settings."""
+
+    java: Path
+    jar: Path
+    runtime: Path  # serve's private folder: config, sockets, temp files
+    config_file: Path
+    model_store: Path
+    models: str | None  # "name=url" of a model served from the start, None for multi-model
+
+
+def system_properties(settings: contract.ServeSettings) -> dict[str, str]:
+    """The frontend extension's settings (Settings.java): numbers, and the JSON it answers."""
+    limit_mb = settings.max_payload_bytes // (1024 * 1024)
+    properties = {
+        "serving.batch_size": str(settings.batch_size),
+        "serving.max_batch_delay_ms": str(settings.max_batch_delay_ms),
+        "serving.max_request_bytes": str(settings.max_payload_bytes),
+        "serving.too_large_body": error_body(
+            f"the request body is over the limit of {settings.max_payload_bytes:,} bytes "
+            f"({contract.MAX_PAYLOAD_ENV}={limit_mb})"
+        ).decode(),
+        "serving.form_body": error_body(
+            "a form body (application/x-www-form-urlencoded or multipart) is not an image: "
+            f"send the file's bytes with its own Content-Type, e.g. {content_types.JPEG} "
+            "(curl -d and Python's urllib send a form type when none is given)"
+        ).decode(),
+    }
+    properties["serving.execution_parameters"] = json.dumps(execution_parameters(settings))
+    properties["serving.max_models"] = str(settings.max_models if settings.multi_model else 0)
+    properties["serving.model_limit_body"] = error_body(
+        f"this endpoint holds at most {settings.max_models} models at once "
+        f"({contract.MAX_MODELS_ENV}): unload one (DELETE /models/<name>) first"
+    ).decode()
+    return properties
+
+
+def execution_parameters(settings: contract.ServeSettings) -> dict[str, Any]:
+    """Batch Transform's defaults for this container (GET /execution-parameters): enough
+    requests in flight to fill every worker's batch, one image per request, the payload limit."""
+    return {
+        "MaxConcurrentTransforms": settings.workers * settings.batch_size,
+        "BatchStrategy": BATCH_STRATEGY,
+        "MaxPayloadInMB": settings.max_payload_bytes // (1024 * 1024),
+    }
+
+
+def jvm_flags(settings: contract.ServeSettings, launch: Launch) -> list[str]:
+    """SAGEMAKER_MODEL_SERVER_VMARGS, when set, replaces the start-up flags and the archive."""
+    if settings.vmargs:
+        return settings.vmargs.split()
+    flags = list(START_UP_FLAGS)
+    archive = archive_path(launch.java, classpath(launch.jar))
+    if archive.is_file():
+        flags.append(f"-XX:SharedArchiveFile={archive}")
+    else:
+        logger.info(
+            "no class-data archive for this JVM (`python -m serving.frontend build` writes "
+            "one): the frontend starts about 1 s slower"
+        )
+    return flags
+
+
+def jvm_command(
+    settings: contract.ServeSettings,
+    launch: Launch,
+    flags: Sequence[str] | None = None,
+    python: str = sys.executable,
+) -> list[str]:
+    """The JVM command line; `flags` replaces the start-up flags (jvm_flags) when given,
+    `python` is what the frontend runs its Python backends with."""
+    properties = {
+        "model_server_home": str(mms_home()),
+        "log4j.configurationFile": LOG_CONFIG.as_uri(),
+        "java.io.tmpdir": str(launch.runtime),  # worker sockets
+        **system_properties(settings),
+    }
+    command = [
+        str(launch.java),
+        *(jvm_flags(settings, launch) if flags is None else flags),
+        *(f"-D{name}={value}" for name, value in properties.items()),
+        "-cp", os.pathsep.join(map(str, classpath(launch.jar))),
+        MAIN_CLASS,
+        "--python", python,
+        "-f", str(launch.config_file),
+        "-s", str(launch.model_store),
+    ]  # fmt: skip
+    if launch.models:
+        command += ["-m", launch.models]
+    return command
+
+
+# ------------------------------------------------------ writing the archive (a build step)
+
+
+# By module name: `python -m serving.frontend` runs this module as __main__.
+ARCHIVE_RUN_HANDLER = "serving.frontend:archive_run_handler"
+
+
+def archive_run_handler(data: list[Any] | None, context: Any) -> list[bytes] | None:
+    """The handler of the archive-writing run: loads nothing, answers every request."""
+    return None if data is None else [b"{}" for _ in data]
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback below 32767 (multi-model-server's highest)."""
+    for _ in range(100):
+        port = random.randint(20000, contract.MAX_PORT - 1)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise FrontendError("no free port below 32767")
+
+
+@contextmanager
+def _archive_run(java: Path, jar: Path, archive: Path) -> Iterator[int]:
+    """The frontend serving one stub model, writing `archive` when it exits; yields its port."""
+    from serving import server  # noqa: PLC0415 - server imports this module
+
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="frontend-archive-") as folder:
+        runtime = Path(folder)
+        (runtime / "store" / "model").mkdir(parents=True)
+        settings = contract.read_settings(
+            {contract.BIND_TO_PORT_ENV: str(port), contract.MODEL_SERVER_WORKERS_ENV: "1"}
+        )
+        config = runtime / "mms.properties"
+        config.write_text(
+            server.mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER, host="127.0.0.1")
+        )
+        launch = Launch(java, jar, runtime, config, runtime / "store", "model=model")
+        flags = [f"-XX:ArchiveClassesAtExit={archive}", *START_UP_FLAGS]
+        command = jvm_command(settings, launch, flags)
+        process = subprocess.Popen(
+            command,
+            cwd=runtime,
+            env=server.model_server_env(settings, runtime),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            yield port
+        finally:
+            os.killpg(process.pid, signal.SIGTERM)  # the JVM writes the archive as it exits
+            process.wait(timeout=120)
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # the stub's Python workers
+
+
+def _exercise(port: int) -> None:
+    """Load the classes of start-up, a batch, and every answer of the guard."""
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            request = urllib.request.Request(f"{url}/invocations", b"x", method="POST")
+            request.add_header("Content-Type", content_types.JPEG)
+            with urllib.request.urlopen(request, timeout=10):
+                break
+        except OSError:  # not up yet (an HTTP error is an OSError too)
+            if time.monotonic() > deadline:
+                raise FrontendError("the archive run did not answer within 120 s") from None
+            time.sleep(0.2)
+    for path, body, kind in (
+        ("/ping", None, None),
+        ("/execution-parameters", None, None),
+        ("/invocations", b"a=1", "application/x-www-form-urlencoded"),
+        ("/models", None, None),
+    ):
+        request = urllib.request.Request(f"{url}{path}", body)
+        if kind:
+            request.add_header("Content-Type", kind)
+        try:
+            with urllib.request.urlopen(request, timeout=10):
+                pass
+        except urllib.error.HTTPError as error:
+            error.read()
+
+
+def write_archive(java: Path, jar: Path) -> Path:
+    """Run the frontend once with a stub model and keep the classes it loaded."""
+    archive = archive_path(java, classpath(jar))
+    partial = archive.with_suffix(f".{os.getpid()}.partial")
+    with _archive_run(java, jar, partial) as port:
+        _exercise(port)
+    if not partial.is_file():
+        raise FrontendError(f"the JVM wrote no class archive ({java} may not support it)")
+    partial.replace(archive)
+    return archive
+
+
+def remove_all_but(*keep: Path) -> None:
+    """Earlier builds' jars and archives: never used again once their sources changed."""
+    for path in BUILD_DIR.iterdir():
+        if path not in keep:
+            path.unlink()
+
+
+# ------------------------------------------------------------------------------ the CLI
+
+
+COMMANDS = {
+    "jar": "compile the frontend extension (needs a JDK's javac)",
+    "archive": "write the class-data archive for this JVM and the jar (needs java)",
+    "build": "both, and remove what earlier builds left",
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m serving.frontend jar|archive|build` (the serving image compiles the jar in a
+    build stage with a JDK, and writes the archive in the stage it ships, with its JRE)."""
+    parser = argparse.ArgumentParser(description="Build serve's JVM frontend extension.")
+    parser.add_argument(
+        "command", choices=COMMANDS, help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items())
+    )
+    command = parser.parse_args(argv).command
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        jar = build_jar() if command in ("jar", "build") else frontend_jar()
+        print(f"frontend jar: {jar}")
+        if command in ("archive", "build"):
+            if not jar.is_file():
+                raise FrontendError(f"{jar} is missing: run `python -m serving.frontend jar` first")
+            archive = write_archive(java_executable(), jar)
+            print(f"class archive: {archive}")
+            if command == "build":
+                remove_all_but(jar, archive)
+    except FrontendError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
