@@ -21,6 +21,8 @@ TRAIN_IMAGE_ENV = "TEST_IMAGES_TRAIN"
 SERVE_IMAGE_ENV = "TEST_IMAGES_SERVE"
 # The build arguments that stand in for what the build machine cannot fetch (K=V K=V ...).
 STAND_INS_ENV = "TEST_IMAGES_STAND_INS"
+# SageMaker's stop: SIGTERM, then SIGKILL after 30 s.
+STOP_TIMEOUT_S = 30
 # Where SageMaker mounts a job's folder (training) and the model (serving) in a container.
 JOB_MOUNT = Path(training_contract.DEFAULT_BASE_DIR)
 MODEL_MOUNT = Path(serving_contract.DEFAULT_BASE_DIR) / serving_contract.MODEL_SUBDIR
@@ -107,7 +109,10 @@ class ContainerServer:
         return self.exit_code()
 
     def close(self) -> list[str]:
-        """Remove the container; returns it when it was still running (it should not be)."""
+        """Stop it as SageMaker does (`docker stop`) and remove it; returns it when it was
+        still running after that (it should not be)."""
+        if self.running():
+            self.stop(timeout=STOP_TIMEOUT_S)
         leftovers = [f"container {self.container[:12]}"] if self.running() else []
         docker("rm", "--force", self.container)
         return leftovers
