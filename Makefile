@@ -11,7 +11,7 @@ PIP := $(BIN)/pip --quiet --disable-pip-version-check
 DATA ?=
 DEMO_DIR ?= build/demo
 
-.PHONY: venv test lint demo bench clean
+.PHONY: venv test test-images lint demo bench clean
 
 venv: $(VENV)/.installed $(VENV)/.serving-frontend
 
@@ -34,10 +34,15 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint docker/*.Dockerfile
-	$(BIN)/shellcheck *.sh bench/*.sh .ci/run
+	$(BIN)/shellcheck *.sh docker/*.sh bench/*.sh .ci/run
 
 test: lint
 	$(BIN)/pytest
+
+# Both images built from docker/ on a private Docker engine, and the container tests run
+# against them (Debian 12, as root, 28 GB of disk at its peak): see docs/images.md.
+test-images: venv
+	docker/test-images.sh $(BIN)/pytest -m images --durations=10
 
 demo: venv
 	$(BIN)/python -m launch.demo --work-dir $(DEMO_DIR) $(if $(DATA),--data $(DATA))

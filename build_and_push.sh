@@ -23,19 +23,24 @@ Options:
                        a non-default variant goes to its own repository, e.g.
                        image-classifier-serve-gpu
   --platform P         docker build platform (default: linux/amd64, what SageMaker runs)
+  --build-network MODE docker build's network for RUN steps: host or none (default:
+                       the engine's default, its bridge network); host where the engine
+                       has no bridge network
   --build-arg K=V      extra docker build argument, repeatable (e.g. TORCH_CUDA=cu126
                        with GPU_BASE_IMAGE=nvidia/cuda:12.6.3-base-ubuntu24.04)
   --repo-prefix NAME   ECR repository name prefix (default: $IMAGE_REPO_PREFIX or
                        image-classifier): repositories NAME-train and NAME-serve
+  --registry HOST      registry host[:port] to log in and push to (default: the
+                       account's ECR registry, ACCOUNT.dkr.ecr.REGION.amazonaws.com)
   --images-file PATH   where to write the URIs (default: $IMAGES_FILE or build/images.json)
   --no-push            build and tag locally only: no repository, login or push
   --no-docker          run the AWS part for real (identity, repositories, login token)
                        and print the docker commands instead of running them
   -h, --help           show this help
 
-Needs the AWS CLI with credentials, and Docker with BuildKit (Docker 23+) unless
---no-docker. AWS_ENDPOINT_URL, if set, points the AWS CLI at another endpoint (e.g. a
-local emulator).
+Needs the AWS CLI with credentials and, unless --no-docker, Docker 20.10 or newer with
+BuildKit (from Docker 23 on, the buildx plugin). AWS_ENDPOINT_URL, if set, points the
+AWS CLI at another endpoint (e.g. a local emulator).
 EOF
 }
 
@@ -55,9 +60,14 @@ tag=latest
 region=""
 variant=""
 platform=linux/amd64
+network_args=()
 push=true
 use_docker=true
+# A single image manifest: SageMaker does not accept the manifest list that a provenance
+# attestation makes. Printed with --no-docker; dropped where `docker build` lacks the flag.
+provenance_args=(--provenance=false)
 build_args=()
+registry=""
 repo_prefix="${IMAGE_REPO_PREFIX:-image-classifier}"
 images_file="${IMAGES_FILE:-}"
 
@@ -76,10 +86,14 @@ while [[ $# -gt 0 ]]; do
     --gpu) variant=gpu ;;
     --platform) need_value "$@"; platform=$2; shift ;;
     --platform=*) platform=${1#*=} ;;
+    --build-network) need_value "$@"; network_args=(--network "$2"); shift ;;
+    --build-network=*) network_args=(--network "${1#*=}") ;;
     --build-arg) need_value "$@"; build_args+=(--build-arg "$2"); shift ;;
     --build-arg=*) build_args+=(--build-arg "${1#*=}") ;;
     --repo-prefix) need_value "$@"; repo_prefix=$2; shift ;;
     --repo-prefix=*) repo_prefix=${1#*=} ;;
+    --registry) need_value "$@"; registry=$2; shift ;;
+    --registry=*) registry=${1#*=} ;;
     --images-file) need_value "$@"; images_file=$2; shift ;;
     --images-file=*) images_file=${1#*=} ;;
     --no-push) push=false ;;
@@ -95,6 +109,14 @@ done
   || usage_error "invalid tag '$tag': letters, digits, '_', '.', '-' (up to 128, not starting with '.' or '-')"
 [[ $repo_prefix =~ ^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$ ]] \
   || usage_error "invalid repository prefix '$repo_prefix': lower-case letters, digits, '.', '_', '-', '/'"
+if [[ ${#network_args[@]} -gt 0 ]]; then
+  case ${network_args[1]} in
+    default | host | none) ;;
+    *) usage_error "invalid build network '${network_args[1]}': host, none or default" ;;
+  esac
+fi
+[[ -z $registry || $registry =~ ^[A-Za-z0-9.-]+(:[0-9]+)?$ ]] \
+  || usage_error "invalid registry '$registry': a host name, optionally with :PORT"
 
 case $what in
   all) images=(train serve) ;;
@@ -117,9 +139,23 @@ if $use_docker; then
     || die "'docker' is not installed or not on PATH; install Docker, or pass --no-docker to run only the AWS part"
   docker info >/dev/null 2>&1 \
     || die "the Docker daemon is not running or this user may not use it ('docker info' failed); start Docker, or pass --no-docker"
-  # The Dockerfiles use BuildKit features (RUN --mount, COPY --chmod).
-  docker buildx version >/dev/null 2>&1 \
-    || die "Docker BuildKit ('docker buildx') is required: use Docker 23 or newer"
+  # The Dockerfiles use BuildKit (RUN --mount). From Docker 23 on `docker build` is BuildKit
+  # through the buildx plugin; Docker 18.09 to 22 (Debian 12's 20.10 has no buildx) have it
+  # built in, used when DOCKER_BUILDKIT=1.
+  if ! docker buildx version >/dev/null 2>&1; then
+    client=$(docker version --format '{{.Client.Version}}' 2>/dev/null || true)
+    major=${client%%.*}
+    [[ $major =~ ^[0-9]+$ && $major -lt 23 ]] \
+      || die "Docker BuildKit is required: install the buildx plugin (Docker client '${client:-unknown}' has none), or use a Docker 20.10 client"
+    export DOCKER_BUILDKIT=1
+  fi
+  # --provenance=false only where `docker build` knows the flag (buildx 0.10 and later, which
+  # would otherwise add a provenance attestation); the BuildKit built into Docker 20.10 adds
+  # none. The help is read whole into a variable: `| grep -q` may end the pipe early.
+  build_help=$(docker build --help 2>&1 || true)
+  if [[ $build_help != *--provenance* ]]; then
+    provenance_args=()
+  fi
 fi
 
 errors=$(mktemp)
@@ -142,7 +178,7 @@ case $region in
   cn-*) dns_suffix=amazonaws.com.cn ;;
   *) dns_suffix=amazonaws.com ;;
 esac
-registry="$account.dkr.ecr.$region.$dns_suffix"
+registry=${registry:-$account.dkr.ecr.$region.$dns_suffix}
 
 # ---- git commit tag ----
 commit_tag=""
@@ -246,11 +282,10 @@ for image in "${images[@]}"; do
   for t in "${tags[@]}"; do
     tag_args+=(--tag "$uri:$t")
   done
-  # --provenance=false: a single-platform image manifest; SageMaker does not accept the
-  # manifest list that BuildKit's provenance attestation produces.
   docker_cmd build --file "docker/$image.Dockerfile" --platform "$platform" \
+    ${network_args[@]+"${network_args[@]}"} \
     --build-arg "VARIANT=$(variant_of "$image")" ${build_args[@]+"${build_args[@]}"} \
-    --provenance=false "${tag_args[@]}" .
+    ${provenance_args[@]+"${provenance_args[@]}"} "${tag_args[@]}" .
   if $push; then
     for t in "${tags[@]}"; do
       docker_cmd push "$uri:$t"

@@ -8,7 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from launch.synthetic_images import make_dataset
 from support.aws_emulator import emulator_env, moto_server
+from support.jobs import train_model
+from support.targets import CONTAINER, PROCESS, Target, target_named
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PHOTOS_ENV = "CATSDOGS_DIR"
@@ -35,3 +38,20 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         for key, value in emulator_env(endpoint).items():
             monkeypatch.setenv(key, value)
         yield endpoint
+
+
+@pytest.fixture(
+    scope="session", params=[PROCESS, pytest.param(CONTAINER, marks=pytest.mark.images)]
+)
+def target(request: pytest.FixtureRequest) -> Target:
+    """Where a contract test runs `train` and `serve`: a process of this venv, or the built
+    image (`make test-images` selects these with `-m images`)."""
+    return target_named(request.param)
+
+
+@pytest.fixture(scope="session")
+def trained_model_dir(target: Target, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A model trained on `target` (the training image, for a server in the serving image);
+    its data set (with a test channel) is in ../../data."""
+    root = tmp_path_factory.mktemp("serve-train")
+    return train_model(make_dataset(root / "data", per_class=6), root / "job", target)

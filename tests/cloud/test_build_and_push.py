@@ -332,9 +332,92 @@ def test_help(checkout: Path) -> None:
         ["deploy"],
         ["--repo-prefix", "Up"],
         ["--build-arg"],
+        ["--registry", "https://ecr.example"],
     ],
 )
 def test_bad_arguments(checkout: Path, args: list[str]) -> None:
     run = run_script(checkout, *args)
     assert run.returncode == 2
     assert "see --help" in run.stderr
+
+
+def test_registry_option_pushes_there(aws: str, checkout: Path) -> None:
+    run = run_script(checkout, "serve", "--no-docker", "--registry", "127.0.0.1:5999")
+    assert run.returncode == 0, run.stderr
+    uri = "127.0.0.1:5999/image-classifier-serve"
+    assert [c[2] for c in run.commands() if c[1] == "push"] == [
+        f"{uri}:latest",
+        f"{uri}:{commit_of(checkout)}",
+    ]
+    assert "--password-stdin 127.0.0.1:5999" in run.stdout
+    images = json.loads((checkout / "build" / "images.json").read_text())
+    assert images["serve"] == f"{uri}:latest"
+    # The repository is still created in the account's ECR.
+    assert [r["repositoryName"] for r in ecr().describe_repositories()["repositories"]] == [
+        "image-classifier-serve"
+    ]
+
+
+# A stand-in `docker` client: answers as the CLIENT_VERSION given, with or without the buildx
+# plugin, and records every command with the DOCKER_BUILDKIT it saw.
+FAKE_DOCKER = """#!/usr/bin/env bash
+echo "DOCKER_BUILDKIT=${DOCKER_BUILDKIT:-} $*" >>"$FAKE_DOCKER_LOG"
+case $1 in
+  buildx) [[ $FAKE_BUILDX == yes ]] ;;
+  version) echo "$FAKE_CLIENT_VERSION" ;;
+  build) if [[ $2 == --help ]]; then echo "$FAKE_BUILD_HELP"; fi ;;
+esac
+"""
+HELP_WITH_PROVENANCE = "      --provenance string   Shorthand for --attest=type=provenance"
+
+
+def fake_docker_run(
+    checkout: Path, tmp_path: Path, version: str, buildx: bool, build_help: str
+) -> tuple[Run, list[str]]:
+    """build_and_push.sh train --no-push with the stand-in client; (run, its docker commands)."""
+    bin_dir = tmp_path / "fake-bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").write_text(FAKE_DOCKER)
+    (bin_dir / "docker").chmod(0o755)
+    log = tmp_path / "docker.log"
+    env = {
+        "FAKE_DOCKER_LOG": str(log),
+        "FAKE_BUILDX": "yes" if buildx else "no",
+        "FAKE_CLIENT_VERSION": version,
+        "FAKE_BUILD_HELP": build_help,
+        "DOCKER_BUILDKIT": None,
+    }
+    path = os.pathsep.join([str(bin_dir), VENV_BIN, os.environ.get("PATH", "")])
+    run = run_script(checkout, "train", "--no-push", env=env, path=path)
+    commands = log.read_text().splitlines() if log.exists() else []
+    return run, commands
+
+
+def test_docker_20_10_without_buildx_builds_with_its_own_buildkit(
+    aws: str, checkout: Path, tmp_path: Path
+) -> None:
+    run, commands = fake_docker_run(checkout, tmp_path, "20.10.24+dfsg1", False, "Usage: ...")
+    assert run.returncode == 0, run.stderr
+    [build] = [c for c in commands if " build --file" in c]
+    assert build.startswith("DOCKER_BUILDKIT=1 ")
+    # No such flag there, and no attestation to turn off: a single manifest anyway.
+    assert "--provenance" not in build
+
+
+def test_buildx_that_knows_provenance_gets_it_turned_off(
+    aws: str, checkout: Path, tmp_path: Path
+) -> None:
+    run, commands = fake_docker_run(checkout, tmp_path, "28.2.2", True, HELP_WITH_PROVENANCE)
+    assert run.returncode == 0, run.stderr
+    [build] = [c for c in commands if " build --file" in c]
+    assert "--provenance=false" in build.split()
+    assert build.startswith("DOCKER_BUILDKIT= ")  # buildx needs no switch
+
+
+def test_docker_23_or_later_without_buildx_is_refused(
+    aws: str, checkout: Path, tmp_path: Path
+) -> None:
+    run, commands = fake_docker_run(checkout, tmp_path, "28.2.2", False, HELP_WITH_PROVENANCE)
+    assert run.returncode == 1
+    assert "install the buildx plugin" in run.stderr
+    assert not [c for c in commands if " build --file" in c]

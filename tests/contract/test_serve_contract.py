@@ -1,8 +1,10 @@
-"""Contract tests: the real `serve` command, as a process, on a model made by the real `train`.
+"""Contract tests: the real `serve` command on a model made by the real `train`, as
+processes, and (make test-images) in the images: the serving image serves what the
+training image trained.
 
 One tiny training job per session and one server per module keep this file to about two
-minutes on two cores. Every server gets its own TMPDIR/TEMP, so several can run at once,
-and every process a test starts is stopped (and checked gone) before the test ends.
+minutes on two cores. Every server process gets its own TMPDIR/TEMP, so several can run at
+once, and every process a test starts is stopped (and checked gone) before the test ends.
 """
 
 from __future__ import annotations
@@ -26,35 +28,22 @@ import torch
 from PIL import Image
 
 from launch.local import client
-from launch.local.processes import run_training
-from launch.synthetic_images import make_dataset
 from model_artifact.config import read_config
 from model_artifact.preprocessing import eval_transform
 from support import servers
-from support.servers import SHUTDOWN_LIMIT_S, Server, processes_of, stop_and_clean, workers_of
-from trainer.contract import TrainingPaths
+from support.jobs import train_model
+from support.servers import SHUTDOWN_LIMIT_S, processes_of, stop_and_clean, workers_of
+from support.targets import PROCESS_ONLY, Server, Target
 
 pytestmark = pytest.mark.contract
 
 PAYLOAD_LIMIT_MB = 1
 
 
-def train_model(data: Path, job_dir: Path) -> Path:
-    """A model from the real training job: tiny, pretrained off, one epoch."""
-    hyperparameters = {"pretrained": "false", "image_size": "64", "epochs": "1"}
-    assert run_training(data, job_dir, hyperparameters).returncode == 0
-    return TrainingPaths(job_dir).model_dir
-
-
-@pytest.fixture(scope="session")
-def trained_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model from the real training job: tiny, pretrained off, one epoch."""
-    root = tmp_path_factory.mktemp("serve-train")
-    return train_model(make_dataset(root / "data", per_class=6), root / "job")
-
-
 @pytest.fixture(scope="module")
-def server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(
+    target: Target, trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Server]:
     work_dir = tmp_path_factory.mktemp("serve")
     env = {
         "SAGEMAKER_MAX_PAYLOAD_IN_MB": str(PAYLOAD_LIMIT_MB),
@@ -62,12 +51,12 @@ def server(trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) ->
         # These tests compare with the artifact computed by hand in fp32.
         "SERVING_PRECISION": "fp32",
     }
-    running = servers.start(trained_model_dir, work_dir, env)
+    running = target.start_server(trained_model_dir, work_dir, env)
     try:
         running.wait_until_ready()
         yield running
     finally:
-        stop_and_clean(running)
+        running.close()
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +99,8 @@ def assert_still_serving(server: Server, good_image: bytes) -> None:
     assert len(json.loads(body)["predictions"]) == 1
 
 
-def test_every_worker_loads_the_model_and_reports_it(server: Server) -> None:
+@PROCESS_ONLY
+def test_every_worker_loads_the_model_and_reports_it(server: servers.Server) -> None:
     # Each worker reports to `serve` through a file in the server's private runtime folder.
     deadline = time.monotonic() + 120
     while len(list(server.tmp_dir.glob("serve-*/worker_ready.*"))) < 2:
@@ -318,7 +308,7 @@ def test_execution_parameters_describe_this_server(server: Server) -> None:
 
 
 def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
-    trained_model_dir: Path, tmp_path: Path
+    target: Target, trained_model_dir: Path, tmp_path: Path
 ) -> None:
     broken = tmp_path / "broken-model"
     shutil.copytree(trained_model_dir, broken)
@@ -327,13 +317,14 @@ def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
     no_config.mkdir()
     cases = [(broken, "not a TorchScript model"), (no_config, "model_config.json is missing")]
     for model_dir, reason in cases:
-        server = servers.start(model_dir, tmp_path / model_dir.name)
+        server = target.start_server(model_dir, tmp_path / model_dir.name)
         try:
-            exit_code = server.process.wait(timeout=300)
+            exit_code = server.wait_for_exit(timeout=300)
+            log = server.log()
         finally:
-            leftovers = stop_and_clean(server)
+            leftovers = server.close()
         assert exit_code != 0
-        assert reason in server.log()  # the reason the user reads, as in `docker logs`
+        assert reason in log  # the reason the user reads in `docker logs`
         assert leftovers == []
 
 
@@ -348,12 +339,12 @@ BATCHING = {
 
 @pytest.mark.parametrize("batching", BATCHING)
 def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
-    trained_model_dir: Path, test_images: list[Path], tmp_path: Path, batching: str
+    target: Target, trained_model_dir: Path, test_images: list[Path], tmp_path: Path, batching: str
 ) -> None:
     """Batching on: 4 requests sent together are one server batch (the 3 s delay leaves
     time for all of them); each is decoded with its own headers and fails alone."""
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SERVING_PRECISION": "fp32", **BATCHING[batching]}
-    running = servers.start(trained_model_dir, tmp_path / "serve", env)
+    running = target.start_server(trained_model_dir, tmp_path / "serve", env)
     jpeg = test_images[0].read_bytes()
     requests = [
         (jpeg, "image/jpeg", {}),
@@ -389,9 +380,9 @@ def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
 
     try:
         running.wait_until_ready()
-        for target in (send, send_many):
+        for sender in (send, send_many):
             threads = [
-                threading.Thread(target=target, args=(index,) if target is send else ())
+                threading.Thread(target=sender, args=(index,) if sender is send else ())
                 for index in range(len(requests))
             ]
             for thread in threads:
@@ -399,7 +390,7 @@ def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
             for thread in threads:
                 thread.join()
     finally:
-        leftovers = stop_and_clean(running)
+        leftovers = running.close()
     assert leftovers == []
     assert [answer[0] for answer in answers] == [200, 200, 400, 400]
     assert [answer[1] for answer in answers] == [
@@ -416,7 +407,8 @@ def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
     assert large == [200] * len(requests)
 
 
-def test_sigterm_stops_the_server_and_every_worker(server: Server) -> None:
+@PROCESS_ONLY
+def test_sigterm_stops_the_server_and_every_worker(server: servers.Server) -> None:
     """Runs last in this module: it stops the shared server."""
     assert len(workers_of(server)) >= 2  # the two workers' listeners (and their handlers)
     started = time.monotonic()

@@ -1,9 +1,9 @@
-"""The training job as SageMaker runs it: the real `train` command in a fake /opt/ml."""
+"""The training job as SageMaker runs it: the real `train` command in a fake /opt/ml, as a
+process and (make test-images) in the training image with no network."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,6 +13,7 @@ import torch
 from launch.synthetic_images import make_dataset, make_image_folder
 from model_artifact.preprocessing import Preprocessing, eval_transform, open_rgb
 from support.jobs import failure_reason, train_tiny, write_debug_hook_config
+from support.targets import CONTAINER, PROCESS, Target
 from trainer.metrics import parse_metrics
 
 pytestmark = pytest.mark.contract
@@ -24,11 +25,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def job(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def job(data: Path, target: Target, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
     """One successful job with a test channel and a Debugger hook config; (job dir, log)."""
     job_dir = tmp_path_factory.mktemp("job")
-    write_debug_hook_config(job_dir)
-    completed = train_tiny(data, job_dir, epochs="3", lr="0.01")
+    write_debug_hook_config(job_dir, seen_as=target.base_dir(job_dir))
+    completed = train_tiny(data, job_dir, target=target, epochs="3", lr="0.01")
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return job_dir, completed.stdout + completed.stderr
 
@@ -132,34 +133,44 @@ def _with_corrupt_images(data: Path, root: Path) -> Path:
     return root
 
 
+CLIENT_ERRORS = {
+    "missing-valid": (_without_valid, {}, "channel 'valid' is missing"),
+    "empty-class": (_with_empty_class, {}, "class 'bird' in channel 'train' is empty"),
+    "unknown-class": (
+        _with_unknown_valid_class,
+        {},
+        "channel 'valid' has classes the train channel lacks: fox",
+    ),
+    "corrupt-images": (_with_corrupt_images, {}, "3 of 23 files (13%) are not decodable images"),
+    "bad-lr": (_as_is, {"lr": "fast"}, "hyperparameter lr='fast' is invalid"),
+    "bad-batch-size": (
+        _as_is,
+        {"batch_size": "0"},
+        "hyperparameter batch_size='0' is out of range",
+    ),
+}
+# Every case as a process; in the image, the one that shows its failure path works there.
+CLIENT_ERROR_RUNS = [
+    *(pytest.param(PROCESS, *case, id=f"{PROCESS}-{name}") for name, case in CLIENT_ERRORS.items()),
+    pytest.param(
+        CONTAINER, *CLIENT_ERRORS["bad-lr"], id=f"{CONTAINER}-bad-lr", marks=pytest.mark.images
+    ),
+]
+
+
 @pytest.mark.parametrize(
-    ("make_data", "hyperparameters", "reason"),
-    [
-        (_without_valid, {}, "channel 'valid' is missing"),
-        (_with_empty_class, {}, "class 'bird' in channel 'train' is empty"),
-        (_with_unknown_valid_class, {}, "channel 'valid' has classes the train channel lacks: fox"),
-        (_with_corrupt_images, {}, "3 of 23 files (13%) are not decodable images"),
-        (_as_is, {"lr": "fast"}, "hyperparameter lr='fast' is invalid"),
-        (_as_is, {"batch_size": "0"}, "hyperparameter batch_size='0' is out of range"),
-    ],
-    ids=[
-        "missing-valid",
-        "empty-class",
-        "unknown-class",
-        "corrupt-images",
-        "bad-lr",
-        "bad-batch-size",
-    ],
+    ("target", "make_data", "hyperparameters", "reason"), CLIENT_ERROR_RUNS, indirect=["target"]
 )
 def test_client_errors_fail_with_a_one_line_reason(
     data: Path,
     tmp_path: Path,
+    target: Target,
     make_data: Callable[[Path, Path], Path],
     hyperparameters: dict[str, str],
     reason: str,
 ) -> None:
     dataset = make_data(data, tmp_path / "data")
-    completed = train_tiny(dataset, tmp_path / "job", **hyperparameters)
+    completed = train_tiny(dataset, tmp_path / "job", target=target, **hyperparameters)
     assert completed.returncode != 0
     written = failure_reason(tmp_path / "job")
     assert reason in written
@@ -167,9 +178,13 @@ def test_client_errors_fail_with_a_one_line_reason(
     assert "Traceback" not in written
 
 
-def test_pretrained_without_weights_names_the_fix(data: Path, tmp_path: Path) -> None:
-    env = {**os.environ, "TORCH_HOME": str(tmp_path / "no-weights")}
-    completed = train_tiny(data, tmp_path / "job", env=env, pretrained="true")
+def test_pretrained_without_weights_names_the_fix(
+    data: Path, tmp_path: Path, target: Target
+) -> None:
+    """As a process, TORCH_HOME without the weights; the image `make test-images` builds
+    has none baked in (BAKE_WEIGHTS=false), and no network to download them."""
+    env = {"TORCH_HOME": str(tmp_path / "no-weights")} if target.name == PROCESS else {}
+    completed = train_tiny(data, tmp_path / "job", env=env, target=target, pretrained="true")
     assert completed.returncode != 0
     written = failure_reason(tmp_path / "job")
     assert "ResNet50 ImageNet weights not found" in written

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
 import time
 from pathlib import Path
 
@@ -14,6 +12,7 @@ import torch
 from launch.local.jobdir import attach_feature_cache, layout_job_dir
 from launch.synthetic_images import make_dataset
 from support.jobs import TINY, history, start_training, train_tiny
+from support.targets import Target
 from trainer import features, job
 from trainer.checkpoint import CHECKPOINT_FILE
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
@@ -90,23 +89,26 @@ def _checkpoint_epoch(job_dir: Path) -> int:
 
 
 def test_a_killed_job_resumes_and_ends_like_an_uninterrupted_one(
-    data: Path, tmp_path: Path
+    data: Path, tmp_path: Path, target: Target
 ) -> None:
+    """A spot interruption: SIGKILL (`docker kill` in the image) after the first epoch's
+    checkpoint, then the same job again with the same checkpoints folder."""
     # The textbook loop makes each epoch take long enough to kill the job between two.
     settings = {"epochs": "4", "feature_cache": "off", "image_size": "96"}
     interrupted = tmp_path / "interrupted"
-    process = start_training(data, interrupted, **settings)
-    deadline = time.monotonic() + 300
-    while _checkpoint_epoch(interrupted) < 1:
-        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint written"
-        time.sleep(0.01)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
+    job = start_training(data, interrupted, target=target, **settings)
+    try:
+        deadline = time.monotonic() + 300
+        while _checkpoint_epoch(interrupted) < 1:
+            assert job.running() and time.monotonic() < deadline, "no checkpoint written"
+            time.sleep(0.01)
+    finally:
+        job.kill()
     checkpoint = torch.load(_checkpoint(interrupted), weights_only=True)
     assert checkpoint["epoch"] < 4
     assert not TrainingPaths(interrupted).success_file.exists()
 
-    resumed = train_tiny(data, interrupted, **settings)
+    resumed = train_tiny(data, interrupted, target=target, **settings)
     assert resumed.returncode == 0, resumed.stderr
     # The epochs done before the kill come from the checkpoint, timings included: the rerun
     # resumed instead of starting over.
@@ -115,7 +117,7 @@ def test_a_killed_job_resumes_and_ends_like_an_uninterrupted_one(
     assert rows[: len(done_before)] == done_before
 
     clean = tmp_path / "clean"
-    assert train_tiny(data, clean, **settings).returncode == 0
+    assert train_tiny(data, clean, target=target, **settings).returncode == 0
     for resumed_row, clean_row in zip(history(interrupted), history(clean), strict=True):
         assert resumed_row == pytest.approx(clean_row)
     resumed_config = json.loads((interrupted / "model" / "model_config.json").read_text())

@@ -26,6 +26,15 @@ class Dockerfile:
         last = max(instruction.stage for instruction in self.instructions)
         return [instruction for instruction in self.instructions if instruction.stage == last]
 
+    def stage(self, name: str) -> list[Instruction]:
+        """The instructions of the stage `FROM ... AS name`."""
+        [index] = [
+            i.stage
+            for i in self.instructions
+            if i.keyword == "FROM" and i.arguments.lower().endswith(f" as {name}")
+        ]
+        return [instruction for instruction in self.instructions if instruction.stage == index]
+
     def env(self, instructions: list[Instruction] | None = None) -> dict[str, str]:
         values: dict[str, str] = {}
         for instruction in instructions or self.instructions:

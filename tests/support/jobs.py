@@ -1,4 +1,4 @@
-"""Run the real `train` command as a process in a folder laid out like /opt/ml."""
+"""Run the real `train` command in a folder laid out like /opt/ml."""
 
 from __future__ import annotations
 
@@ -7,13 +7,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from launch.local.jobdir import layout_job_dir
-from launch.local.processes import (
-    installed_command,
-    start_hosts,
-    training_environment,
-    wait_for_hosts,
-)
+from launch.local.processes import start_hosts, wait_for_hosts
+from support.targets import ProcessTarget, RunningJob, Target
 from trainer.contract import TrainingPaths
 
 # Small and fast: random weights, tiny images, few epochs.
@@ -27,39 +22,40 @@ TINY = {
 
 
 def train_tiny(
-    data: Path, job_dir: Path, env: dict[str, str] | None = None, **overrides: str
+    data: Path,
+    job_dir: Path,
+    env: dict[str, str] | None = None,
+    target: Target | None = None,
+    **overrides: str,
 ) -> subprocess.CompletedProcess[str]:
-    """A TINY job (with `overrides`), its output captured."""
-    layout_job_dir(job_dir, data, {**TINY, **overrides})
-    return subprocess.run(
-        [installed_command("train")],
-        env={**training_environment(job_dir), **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=600,
-        check=False,
-    )
+    """A TINY job (with `overrides`) as a process, or on `target`; its output captured.
+    `env` adds environment variables to the job's."""
+    return (target or ProcessTarget()).train(data, job_dir, {**TINY, **overrides}, env)
 
 
-def start_training(data: Path, job_dir: Path, **overrides: str) -> subprocess.Popen[bytes]:
-    """A TINY job in the background, in its own process group, its output discarded."""
-    layout_job_dir(job_dir, data, {**TINY, **overrides})
-    return subprocess.Popen(
-        [installed_command("train")],
-        env=training_environment(job_dir),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+def start_training(
+    data: Path, job_dir: Path, target: Target | None = None, **overrides: str
+) -> RunningJob:
+    """A TINY job in the background, its output discarded."""
+    return (target or ProcessTarget()).start_training(data, job_dir, {**TINY, **overrides})
 
 
-def write_debug_hook_config(job_dir: Path) -> Path:
-    """What SageMaker writes for a DebuggerHookConfig saving the losses every step."""
+def train_model(data: Path, job_dir: Path, target: Target | None = None) -> Path:
+    """A model from the real training job (on `target`): tiny, pretrained off, one epoch."""
+    hyperparameters = {"pretrained": "false", "image_size": "64", "epochs": "1"}
+    completed = (target or ProcessTarget()).train(data, job_dir, hyperparameters)
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    return TrainingPaths(job_dir).model_dir
+
+
+def write_debug_hook_config(job_dir: Path, seen_as: Path | None = None) -> Path:
+    """What SageMaker writes for a DebuggerHookConfig saving the losses every step; the job
+    sees JOB_DIR as `seen_as` (a container's /opt/ml). Returns where the tensors land."""
     paths = TrainingPaths(job_dir)
     paths.config_dir.mkdir(parents=True, exist_ok=True)
     tensors = paths.output_dir / "tensors"
     config = {
-        "LocalPath": str(tensors),
+        "LocalPath": str(TrainingPaths(seen_as or job_dir).output_dir / "tensors"),
         "HookParameters": {"save_interval": "1"},
         "CollectionConfigurations": [{"CollectionName": "losses"}],
     }

@@ -37,6 +37,13 @@ class Server:
     def wait_until_ready(self, timeout: float = 300) -> None:
         processes.wait_until_ready(self.port, self.process, self.log_path, timeout)
 
+    def wait_for_exit(self, timeout: float) -> int:
+        return self.process.wait(timeout=timeout)
+
+    def close(self) -> list[str]:
+        """Stop it; whatever it left behind (should be nothing), killed and described."""
+        return stop_and_clean(self)
+
 
 def start(model_dir: Path, work_dir: Path, env: dict[str, str] | None = None) -> Server:
     """`serve` for model_dir on a free port; its log goes to work_dir/serve.log."""

@@ -8,6 +8,7 @@ files themselves (tests/support/dockerfile.py).
 from __future__ import annotations
 
 import ast
+import itertools
 import os
 import re
 import shlex
@@ -387,6 +388,10 @@ def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+# pip echoes its call; the file commands of the step do nothing.
+PIP_STEP_STUBS = 'pip() { echo "pip $*"; }; rm() { :; }; mkdir() { :; }; mv() { :; }; ln() { :; }; '
+
+
 @pytest.mark.parametrize("name", IMAGES)
 @pytest.mark.parametrize(
     ("variant", "torch_cuda", "index"),
@@ -401,7 +406,7 @@ def test_install_step_picks_the_torch_build(
     step = re.sub(r"^--mount=\S+\s+", "", step)
     shutil.copy(REPO_ROOT / f"container_{name}" / "requirements.txt", tmp_path)
     result = subprocess.run(
-        ["bash", "-o", "pipefail", "-c", 'pip() { echo "pip $*"; }; rm() { :; }; ' + step],
+        ["bash", "-o", "pipefail", "-c", PIP_STEP_STUBS + step],
         cwd=tmp_path,
         env={
             "PATH": "/usr/bin:/bin",
@@ -427,3 +432,119 @@ def test_install_step_picks_the_torch_build(
             f"torch=={pins['torch']}+{index} torchvision=={pins['torchvision']}+{index}",
         )
     assert result.stdout.splitlines() == expected
+
+
+def run_stubbed(step: str, env: dict[str, str], stubs: str) -> subprocess.CompletedProcess[str]:
+    """A RUN step's shell with some commands replaced by functions that echo their call."""
+    return subprocess.run(
+        ["bash", "-o", "pipefail", "-c", stubs + step],
+        env={"PATH": "/usr/bin:/bin", **env},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_no_dockerfile_needs_a_front_end_from_a_registry() -> None:
+    """A `# syntax=` directive makes every build fetch a Dockerfile front end from Docker
+    Hub; the one built into Docker 20.10 and later reads these files."""
+    for image in IMAGES.values():
+        lines = image["dockerfile"].read_text().splitlines()
+        header = itertools.takewhile(lambda line: line.startswith("#") or not line, lines)
+        assert not [line for line in header if re.match(r"#\s*syntax\s*=", line)]
+
+
+PYTHON_PACKAGES = {  # what each PYTHON_SOURCE installs from apt, per image and stage
+    ("train", "build-base", "system"): "python3.11 python3.11-venv python3.11-dev",
+    ("serve", "build-base", "system"): "python3.11 python3.11-venv",
+    ("train", "runtime", "system"): "python3.11",
+    ("serve", "runtime", "system"): "python3.11",
+}
+
+
+@pytest.mark.parametrize("name", IMAGES)
+@pytest.mark.parametrize("stage", ["build-base", "runtime"])
+@pytest.mark.parametrize("source", ["uv", "system"])
+def test_python_source_picks_the_apt_packages(name: str, stage: str, source: str) -> None:
+    """The apt step of each stage, with apt-get stubbed out: PYTHON_SOURCE=system brings the
+    base's python3.11 (headers too where a C extension is built), uv none from apt."""
+    dockerfile = parse_dockerfile(IMAGES[name]["dockerfile"])
+    [step] = [i.arguments for i in dockerfile.stage(stage) if "apt-get install" in i.arguments]
+    env = {"PYTHON_SOURCE": source, "SYSTEM_PYTHON": "python3.11"}
+    stubs = 'apt-get() { echo "apt-get $*"; }; rm() { :; }; mkdir() { :; }; useradd() { :; }; '
+    result = run_stubbed(step, env, stubs)
+    assert result.returncode == 0, result.stderr
+    [install] = [line for line in result.stdout.splitlines() if "install" in line]
+    expected = PYTHON_PACKAGES.get((name, stage, source), "")
+    assert [w for w in install.split() if w.startswith("python")] == expected.split()
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_an_unknown_python_source_stops_the_build(name: str) -> None:
+    dockerfile = parse_dockerfile(IMAGES[name]["dockerfile"])
+    [step] = [i.arguments for i in dockerfile.stage("build-base") if i.keyword == "RUN"]
+    env = {"PYTHON_SOURCE": "conda", "SYSTEM_PYTHON": "python3.11"}
+    result = run_stubbed(step, env, 'apt-get() { echo "apt-get $*"; }; ')
+    assert result.returncode != 0
+    assert "PYTHON_SOURCE must be uv or system" in result.stderr
+
+
+SHIPPED_FROM_BUILD = ["/opt/python", "/opt/venv-cuda", "/opt/venv"]
+
+
+@pytest.mark.parametrize("name", IMAGES)
+def test_the_build_stage_starts_from_the_chosen_python(name: str) -> None:
+    """python-uv and python-system both make /opt/venv and /opt/python, which the runtime
+    stage copies whichever was chosen."""
+    dockerfile = parse_dockerfile(IMAGES[name]["dockerfile"])
+    [build] = [i.arguments for i in dockerfile.stage("build") if i.keyword == "FROM"]
+    assert build.split()[0] == "python-${PYTHON_SOURCE}"
+    for source in ("uv", "system"):
+        runs = " ".join(i.arguments for i in dockerfile.stage(f"python-{source}"))
+        assert "-m venv /opt/venv" in runs
+        assert "/opt/python" in runs
+    copies = [i.arguments for i in dockerfile.final_stage() if "--from=build" in i.arguments]
+    assert copies == [f"--from=build {path} {path}" for path in SHIPPED_FROM_BUILD]
+
+
+@pytest.mark.parametrize(
+    ("bake", "expected"),
+    [("true", "python"), ("false", "mkdir -p /opt/torch"), ("yes", "error")],
+)
+def test_bake_weights_fetches_them_or_leaves_the_folder_empty(bake: str, expected: str) -> None:
+    dockerfile = parse_dockerfile(IMAGES["train"]["dockerfile"])
+    [step] = [i.arguments for i in dockerfile.stage("weights") if i.keyword == "RUN"]
+    env = {"BAKE_WEIGHTS": bake, "TORCH_HOME": "/opt/torch"}
+    stubs = 'python() { echo "python $*"; }; mkdir() { echo "mkdir $*"; }; '
+    result = run_stubbed(step, env, stubs)
+    if expected == "error":
+        assert result.returncode != 0
+        assert "BAKE_WEIGHTS must be true or false" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(expected)
+
+
+def build_arguments(dockerfile: Path) -> set[str]:
+    return {
+        i.arguments.split("=", 1)[0]
+        for i in parse_dockerfile(dockerfile).instructions
+        if i.keyword == "ARG"
+    }
+
+
+def test_docs_describe_every_build_argument() -> None:
+    docs = (REPO_ROOT / "docs" / "images.md").read_text()
+    arguments = set().union(*(build_arguments(image["dockerfile"]) for image in IMAGES.values()))
+    arguments -= {"DEBIAN_FRONTEND"}  # apt's, set for the build only
+    assert {name for name in arguments if f"| `{name}` |" not in docs} == set()
+
+
+def test_docs_show_the_recorded_image_sizes() -> None:
+    """docker/image-sizes.toml is what the image size test compares with; the docs show it."""
+    docs = (REPO_ROOT / "docs" / "images.md").read_text()
+    recorded = tomllib.loads((DOCKER_DIR / "image-sizes.toml").read_text())["bytes"]
+    assert set(recorded) == set(IMAGES)
+    for size in recorded.values():
+        assert f"{size / 1e9:.2f} GB" in docs
+        assert f"{size:,}" in docs
