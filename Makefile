@@ -25,7 +25,9 @@ $(VENV)/.installed: $(REQUIREMENTS) $(addsuffix /pyproject.toml,$(PACKAGES))
 	touch $@
 
 # serve's JVM frontend extension (needs a JDK's javac) and its class-data archive.
+# multi-model-server runs on that JDK's JRE; Debian's JDK is installed when javac is missing.
 $(VENV)/.serving-frontend: $(VENV)/.installed $(shell find container_serve/serving/java -name '*.java')
+	command -v javac >/dev/null || scripts/install-jdk.sh
 	$(BIN)/python -m serving.frontend build
 	touch $@
 
@@ -34,7 +36,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint docker/*.Dockerfile
-	$(BIN)/shellcheck *.sh docker/*.sh bench/*.sh .ci/run
+	$(BIN)/shellcheck *.sh docker/*.sh scripts/*.sh bench/*.sh .ci/run
 
 test: lint
 	$(BIN)/pytest
