@@ -8,6 +8,7 @@ import shutil
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -86,6 +87,19 @@ def test_report_without_losses_is_one_line(
     assert err.count("\n") == 1
 
 
+def create_training_job(sagemaker: Any, job: str, **config: Any) -> None:
+    """A training job record in the emulator, as SageMaker keeps one; `config` adds to it."""
+    sagemaker.create_training_job(
+        TrainingJobName=job,
+        AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
+        RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 10},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        **config,
+    )
+
+
 @pytest.fixture
 def aws_with_job(
     trained_job: TrainedJob, monkeypatch: pytest.MonkeyPatch
@@ -101,17 +115,9 @@ def aws_with_job(
         for path in sorted(p for p in trained_job.tensors.rglob("*") if p.is_file()):
             key = f"{prefix}/{path.relative_to(trained_job.tensors).as_posix()}"
             s3.upload_file(str(path), BUCKET, key)
-        boto3.client("sagemaker").create_training_job(
-            TrainingJobName=job,
-            AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
-            RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-            OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
-            ResourceConfig={
-                "InstanceType": "ml.m5.large",
-                "InstanceCount": 1,
-                "VolumeSizeInGB": 10,
-            },
-            StoppingCondition={"MaxRuntimeInSeconds": 600},
+        create_training_job(
+            boto3.client("sagemaker"),
+            job,
             DebugHookConfig={
                 "S3OutputPath": f"s3://{BUCKET}/debugger",
                 "CollectionConfigurations": [{"CollectionName": "losses"}],
@@ -233,19 +239,7 @@ def test_report_on_a_sagemaker_job_without_debugger_reads_s3(
                 extra["TensorBoardOutputConfig"] = {"S3OutputPath": f"s3://{BUCKET}/tb/{job}"}
                 for path in (trained_job.job_dir / "output" / "tensorboard").iterdir():
                     s3.upload_file(str(path), BUCKET, f"tb/{job}/{path.name}")
-            sagemaker.create_training_job(
-                TrainingJobName=job,
-                AlgorithmSpecification={"TrainingImage": "img:1", "TrainingInputMode": "File"},
-                RoleArn="arn:aws:iam::123456789012:role/SageMakerRole",
-                OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
-                ResourceConfig={
-                    "InstanceType": "ml.m5.large",
-                    "InstanceCount": 1,
-                    "VolumeSizeInGB": 10,
-                },
-                StoppingCondition={"MaxRuntimeInSeconds": 600},
-                **extra,
-            )
+            create_training_job(sagemaker, job, **extra)
             artifacts = sagemaker.describe_training_job(TrainingJobName=job)["ModelArtifacts"]
             archive = io.BytesIO()
             with tarfile.open(fileobj=archive, mode="w:gz") as tar:

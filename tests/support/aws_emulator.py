@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -19,11 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+from launch.local.processes import free_port, stop_server
 
 
 def emulator_env(endpoint: str) -> dict[str, str]:
@@ -62,12 +57,7 @@ def moto_server(timeout_s: float = 30.0) -> Iterator[str]:
                 time.sleep(0.1)
         yield endpoint
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process, timeout=10)
 
 
 # X-Amz-Target prefixes of the JSON services the launch CLI calls, as moto records them.

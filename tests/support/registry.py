@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from launch.local.processes import free_port
+from launch.local.processes import free_port, stop_server
 
 # What a registry may answer for a manifest; only the first two are a single image.
 IMAGE_MANIFEST_TYPES = (
@@ -62,12 +62,7 @@ def local_registry(work_dir: Path, timeout: float = 30) -> Iterator[str]:
             time.sleep(0.2)
         yield f"127.0.0.1:{port}"
     finally:
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_server(process, timeout=30)
         shutil.rmtree(work_dir / "data", ignore_errors=True)
 
 
