@@ -31,12 +31,11 @@ $(VENV)/.serving-frontend: $(VENV)/.installed $(shell find container_serve/servi
 	$(BIN)/python -m serving.frontend build
 	touch $@
 
+# hadolint and shellcheck run as tests (tests/unit/test_docker_files.py), on every file.
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
-	$(BIN)/hadolint docker/*.Dockerfile
-	$(BIN)/shellcheck *.sh docker/*.sh scripts/*.sh bench/*.sh .ci/run
 
 test: lint
 	$(BIN)/pytest

@@ -72,3 +72,5 @@ export TEST_IMAGES_TRAIN=$TRAIN_IMAGE TEST_IMAGES_SERVE=$SERVE_IMAGE
 export TEST_IMAGES_STAND_INS="${stand_ins[*]}"
 "$@"
 step "tests passed"
+# The images, the build cache and what the tests left: about the run's peak of disk.
+printf 'engine data: %s\n' "$(du -sh "$state" | cut -f1)" >&2

@@ -525,6 +525,10 @@ def test_multi_model_endpoint_over_a_prefix_and_invoke_with_a_target_model(
         (["--async", "--max-instances", "2", "--target-invocations-per-instance", "10"],
          "--async scales on its queue: use --target-backlog-per-instance"),
         (["--min-instances", "1"], "--min-instances needs --max-instances"),
+        (["--target-invocations-per-instance", "10"],
+         "--target-invocations-per-instance needs --max-instances"),
+        (["--async", "--min-instances", "-1", "--max-instances", "2"],
+         "--min-instances must be at least 0\n"),
         (["--async", "--multi-model"], "--multi-model endpoints are real-time"),
     ],
 )  # fmt: skip

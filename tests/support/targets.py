@@ -19,7 +19,12 @@ from typing import Protocol
 import pytest
 
 from launch.local.jobdir import LOCAL_HOST, layout_job_dir
-from launch.local.processes import free_port, installed_command, training_environment
+from launch.local.processes import (
+    free_port,
+    installed_command,
+    run_training,
+    training_environment,
+)
 from support import containers, servers
 from trainer.contract import TrainingPaths
 
@@ -103,14 +108,8 @@ class ProcessTarget:
         hyperparameters: dict[str, str],
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        layout_job_dir(job_dir, data, hyperparameters)
-        return subprocess.run(
-            [installed_command("train")],
-            env={**training_environment(job_dir), **(env or {})},
-            capture_output=True,
-            text=True,
-            timeout=TIMEOUT_S,
-            check=False,
+        return run_training(
+            data, job_dir, hyperparameters, env, capture_output=True, text=True, timeout=TIMEOUT_S
         )
 
     def start_training(

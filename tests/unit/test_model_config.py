@@ -20,6 +20,7 @@ from model_artifact.config import (
 )
 from model_artifact.preprocessing import Preprocessing
 from model_artifact.torchscript import export_model, load_model
+from support.tiny_models import TinyNet
 
 
 def written(model_dir: Path, **overrides: object) -> Path:
@@ -101,15 +102,6 @@ def test_reading_a_config_does_not_import_torch() -> None:
     """`serve` checks the model directory before anything slow happens."""
     code = "import sys, model_artifact.config; assert 'torch' not in sys.modules, 'torch'"
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-class TinyNet(torch.nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = torch.nn.Conv2d(3, 2, 3)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.conv(images).mean(dim=(2, 3))
 
 
 def test_export_then_load_gives_the_same_network(tmp_path: Path) -> None:

@@ -134,8 +134,11 @@ def given(args: argparse.Namespace, *names: str) -> list[str]:
 def scaling_plan(args: argparse.Namespace) -> ScalingSettings | None:
     """--min/--max-instances and the target that fits the mode, or None without them."""
     if args.max_instances is None:
-        if args.min_instances is not None:
-            raise CloudError("--min-instances needs --max-instances")
+        flags = given(
+            args, "min_instances", "target_invocations_per_instance", "target_backlog_per_instance"
+        )
+        if flags:
+            raise CloudError(f"{flags[0]} needs --max-instances")
         return None
     if args.asynchronous and args.target_invocations_per_instance is not None:
         raise CloudError("--async scales on its queue: use --target-backlog-per-instance")
@@ -318,7 +321,8 @@ def sagemaker_flags() -> argparse.ArgumentParser:
         type=Path,
         default=settings.default_images_file(),
         help="image URIs written by build_and_push.sh (default: $IMAGES_FILE, "
-        "else build/images.json in the repository)",
+        "else build/images.json in the working directory; build_and_push.sh writes it in the "
+        "repository's build/)",
     )
     group.add_argument(
         "--local",

@@ -121,7 +121,11 @@ def instance_vcpus(instance_type: str) -> int | None:
 
 
 def requests_per_instance(instance_type: str) -> int:
-    """How many requests to keep in flight on one instance running the serving image."""
+    """How many requests to keep in flight on one instance running the serving image.
+
+    Sized for the CPU image (one worker per vCPU): the launch CLI cannot tell the variants
+    apart, and on a GPU instance the gpu image starts one worker per GPU, so this errs high.
+    """
     return REQUESTS_PER_WORKER * default_workers(instance_vcpus(instance_type) or 1)
 
 
@@ -154,8 +158,12 @@ def check_scaling(mode: Mode, scaling: ScalingSettings) -> None:
     lowest = 0 if mode is Mode.ASYNC else limits.REAL_TIME_MIN_INSTANCES
     if scaling.min_instances < lowest:
         raise CloudError(
-            f"--min-instances must be at least {limits.REAL_TIME_MIN_INSTANCES} "
-            "(only an asynchronous endpoint, --async, scales to zero)"
+            f"--min-instances must be at least {lowest}"
+            + (
+                ""
+                if mode is Mode.ASYNC
+                else " (only an asynchronous endpoint, --async, scales to zero)"
+            )
         )
     if scaling.max_instances < max(1, scaling.min_instances):
         raise CloudError(

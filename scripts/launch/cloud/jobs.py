@@ -19,6 +19,7 @@ from launch.cloud.settings import (
     AwsTarget,
     CloudError,
     shown_path,
+    split_s3_uri,
     unique_name,
 )
 from trainer.contract import (
@@ -83,7 +84,7 @@ def channel_inputs(target: AwsTarget, data_uri: str | None) -> dict[str, str]:
     data_uri = (data_uri or target.data_uri).rstrip("/")
     if data_uri.startswith("file://"):
         return local_channel_inputs(data_uri)
-    bucket, _, prefix = data_uri.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_uri(data_uri)
     s3 = target.session.client("s3")
     inputs = {}
     for channel in IMAGE_CHANNELS:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from launch.cloud.settings import CloudError, shown_path
+from launch.cloud.settings import CloudError, shown_path, split_s3_uri
 from trainer.contract import TrainingPaths
 
 LOCAL_HOOK_CONFIG = Path("input") / "config" / "debughookconfig.json"
@@ -129,7 +129,7 @@ def has_collections(tensors: str) -> bool:
         return any(path.is_file() for path in (Path(tensors) / "collections").rglob("*"))
     import boto3  # noqa: PLC0415
 
-    bucket, _, key = tensors.removeprefix("s3://").partition("/")
+    bucket, key = split_s3_uri(tensors)
     listed = boto3.client("s3").list_objects_v2(
         Bucket=bucket, Prefix=f"{key.rstrip('/')}/collections/", MaxKeys=1
     )
@@ -137,13 +137,14 @@ def has_collections(tensors: str) -> bool:
 
 
 def read_losses(tensors: str) -> LossCurves:
-    """Every tensor of the `losses` collection, per step, in TRAIN and EVAL mode."""
+    """Every tensor of the `losses` collection, per step, in TRAIN and EVAL mode.
+
+    Only where `has_collections(tensors)`: smdebug would wait for the collections forever.
+    """
     os.environ.setdefault("SMDEBUG_LOG_LEVEL", "error")  # smdebug logs each file it reads
     from smdebug import modes  # noqa: PLC0415
     from smdebug.trials import create_trial  # noqa: PLC0415
 
-    if not has_collections(tensors):
-        raise CloudError(f"no Debugger output under {tensors} (yet: is the job still starting?)")
     trial = create_trial(tensors)
     curves = LossCurves()
     try:
@@ -207,10 +208,11 @@ def _read_metrics_text(location: str) -> str | None:
         return path.read_text() if path.is_file() else None
     import boto3  # noqa: PLC0415
 
-    bucket, _, key = location.removeprefix("s3://").partition("/")
+    bucket, key = split_s3_uri(location)
+    s3 = boto3.client("s3")
     try:
-        archive = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-    except Exception:  # botocore's NoSuchKey, without importing botocore here
+        archive = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    except s3.exceptions.NoSuchKey:
         return None
     with tarfile.open(fileobj=io.BytesIO(archive)) as members:
         for member in members.getmembers():
@@ -223,7 +225,7 @@ def _download_prefix(location: str, folder: Path, containing: str) -> int:
     """Download the objects under an s3:// prefix whose names contain `containing`."""
     import boto3  # noqa: PLC0415
 
-    bucket, _, prefix = location.removeprefix("s3://").partition("/")
+    bucket, prefix = split_s3_uri(location)
     s3 = boto3.client("s3")
     count = 0
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):

@@ -42,12 +42,20 @@ def training_environment(job_dir: Path, rendezvous_port: int | None = None) -> d
 
 
 def run_training(
-    data: Path, job_dir: Path, hyperparameters: dict[str, str], **popen: Any
+    data: Path,
+    job_dir: Path,
+    hyperparameters: dict[str, str],
+    env: dict[str, str] | None = None,
+    **popen: Any,
 ) -> subprocess.CompletedProcess[Any]:
-    """One training job in JOB_DIR on DATA's channels; `popen` goes to subprocess.run."""
+    """One training job in JOB_DIR on DATA's channels, `env` added to its environment;
+    `popen` goes to subprocess.run."""
     layout_job_dir(job_dir, data, hyperparameters)
     return subprocess.run(
-        [installed_command("train")], env=training_environment(job_dir), check=False, **popen
+        [installed_command("train")],
+        env={**training_environment(job_dir), **(env or {})},
+        check=False,
+        **popen,
     )
 
 
