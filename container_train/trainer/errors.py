@@ -15,8 +15,5 @@ class ClientError(ToolkitClientError):
         super().__init__(" ".join(reason.split()))
 
 
-class JobFailedError(ToolkitClientError):
+class JobFailedError(ClientError):
     """A worker of a distributed job failed: the message is the job's one-line reason."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(" ".join(reason.split()))

@@ -357,8 +357,9 @@ def prepare_stage_features(
     """
     sources = image_sources(channels, front, preprocessing, runtime, hp, cluster)
     refusal = stage_cache_refusal(front, channels, runtime, hp, paths, cluster)
-    if refusal:
-        log.info("feature cache off: %s", refusal)
+    # Hosts differ in free disk: all cache or none, or the workers' collectives would not pair.
+    if not cluster.all_agree([refusal is None])[0]:
+        log.info("feature cache off: %s", refusal or "another worker cannot keep the cache")
         return dict(sources)
     cache = job_cache(preprocessing, runtime, hp, paths, frozen_through(hp.train_layers))
     present = cluster.all_agree([cache.has(channel) for channel in channels.values()])

@@ -55,7 +55,7 @@ from trainer.history import write_history
 from trainer.hyperparameters import Hyperparameters, parse_hyperparameters, trajectory_settings
 from trainer.launcher import launch, plan_workers
 from trainer.metrics import format_metrics
-from trainer.model import ImageClassifier, TrainableStages, architecture, build_head, build_stages
+from trainer.model import ImageClassifier, architecture, build_head, build_stages
 from trainer.profiling import profiled
 from trainer.progress import progress
 from trainer.runtime import Runtime, select_runtime
@@ -150,14 +150,8 @@ def fine_tune(
     training.fit()
     test = training.test()
     if cluster.is_leader:
-        model = ImageClassifier(nn.Sequential(front, _stages(trained).folded()), head)
+        model = ImageClassifier(nn.Sequential(front, stages.folded()), head)
         export(hp, model, channels, preprocessing, paths, training, test)
-
-
-def _stages(trained: nn.Module) -> TrainableStages:
-    stages = next(iter(trained.children()))
-    assert isinstance(stages, TrainableStages)
-    return stages
 
 
 def export(
@@ -345,8 +339,12 @@ class Training:
     def resume(self) -> int:
         """The last completed epoch of a checkpoint of this run, or 0 (the leader's
         checkpoint, on every worker)."""
-        found = load_checkpoint(self.paths.checkpoint_dir, self.fingerprint)
-        state = self.cluster.broadcast(found if self.cluster.is_leader else None)
+        found = (
+            load_checkpoint(self.paths.checkpoint_dir, self.fingerprint)
+            if self.cluster.is_leader
+            else None
+        )
+        state = self.cluster.broadcast(found)
         if state is None:
             return 0
         self.trained.load_state_dict(state["weights"])
@@ -393,8 +391,11 @@ class FineTuning(Training):
             from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
 
             device = self.cluster.device
+            # BatchNorm stays in eval mode (frozen statistics): no buffer changes to broadcast.
             self.network = DistributedDataParallel(
-                self.trained, device_ids=[device] if device.type == "cuda" else None
+                self.trained,
+                device_ids=[device] if device.type == "cuda" else None,
+                broadcast_buffers=False,
             )
 
     @property
