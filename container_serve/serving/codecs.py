@@ -30,6 +30,10 @@ from serving.errors import (
 # Each decoded image becomes a float tensor of 3 x S x S (600 KB at S=224): bound a request's
 # batch so that a 6 MB body of tiny images can't allocate gigabytes.
 MAX_IMAGES_PER_REQUEST = 64
+# Before preprocessing shrinks it, a decoded image holds 3 bytes per pixel, and PNG squeezes a
+# blank grayscale image of 40 M pixels into ~40 KB: a per-image limit alone would let a 3.3 MB
+# JSON body of 64 such images allocate 7.7 GB. So all the images of a request share one budget.
+MAX_REQUEST_PIXELS = MAX_IMAGE_PIXELS
 
 Decoder = Callable[[bytes], list[Image.Image]]
 Encoder = Callable[[np.ndarray, Sequence[str], int | None], bytes]
@@ -54,6 +58,7 @@ def decode_json_instances(body: bytes) -> list[Image.Image]:
         raise BadRequestError('expected a JSON object {"instances": [{"b64": "..."}, ...]}')
     _check_count(len(instances))
     images = []
+    pixels_left = MAX_REQUEST_PIXELS
     for index, instance in enumerate(instances):
         encoded = instance.get("b64") if isinstance(instance, dict) else None
         if not isinstance(encoded, str):
@@ -62,7 +67,9 @@ def decode_json_instances(body: bytes) -> list[Image.Image]:
             image_bytes = base64.b64decode(encoded, validate=True)
         except (binascii.Error, ValueError):
             raise BadRequestError(f"instances[{index}].b64 is not valid base64") from None
-        images.append(_open_image(image_bytes, where=f"instances[{index}]"))
+        image = _open_image(image_bytes, where=f"instances[{index}]", pixels_left=pixels_left)
+        pixels_left -= image.width * image.height
+        images.append(image)
     return images
 
 
@@ -128,11 +135,19 @@ def decode(body: bytes | None, content_type: str | None) -> list[Image.Image]:
 _STREAM_REPR = re.compile(r"<_io\.BytesIO object at 0x[0-9a-f]+>")
 
 
-def _open_image(image_bytes: bytes, where: str) -> Image.Image:
+def _open_image(
+    image_bytes: bytes, where: str, pixels_left: int = MAX_REQUEST_PIXELS
+) -> Image.Image:
+    """One image, within both the per-image limit and what is left of the request's budget
+    (open_rgb checks the header's size before it decodes, so a bomb allocates nothing)."""
+    limit = min(MAX_IMAGE_PIXELS, pixels_left)
     try:
-        return open_rgb(image_bytes)
+        return open_rgb(image_bytes, max_pixels=limit)
     except UnreadableImageError as error:
-        raise BadRequestError(f"{where}: {_STREAM_REPR.sub('the bytes', str(error))}") from None
+        reason = _STREAM_REPR.sub("the bytes", str(error))
+        if limit < MAX_IMAGE_PIXELS:  # the limit open_rgb names is the budget's rest: say so
+            reason += f" ({pixels_left:,} of the request's {MAX_REQUEST_PIXELS:,} pixels left)"
+        raise BadRequestError(f"{where}: {reason}") from None
 
 
 def _check_count(count: int) -> None:
@@ -206,7 +221,8 @@ def parse_top_k(custom_attributes: str | None, num_classes: int) -> int | None:
         match = _ATTRIBUTE.fullmatch(part)
         if match and match.group(1).lower() == "top_k":
             raw = match.group(2).strip()
-            if not raw.isdigit() or not 1 <= int(raw) <= num_classes:
+            # isdigit alone accepts digits int() rejects ("²"): a ValueError would be a 500.
+            if not (raw.isascii() and raw.isdigit()) or not 1 <= int(raw) <= num_classes:
                 raise BadRequestError(f"top_k must be an integer in 1..{num_classes}, got {raw!r}")
             return int(raw)
     return None

@@ -14,8 +14,21 @@ X_IMAGE = "application/x-image"  # raw image bytes of any format Pillow reads
 
 BY_SUFFIX = {".jpg": JPEG, ".jpeg": JPEG, ".png": PNG, ".npy": NPY, ".json": JSON}
 IMAGE_SUFFIXES = tuple(suffix for suffix, kind in BY_SUFFIX.items() if kind.startswith("image/"))
+# The types serving.codecs.ENCODERS writes, listed here so that `serve` can check its default
+# Accept without importing numpy (a unit test keeps the two in step).
+RESPONSE_TYPES = (JSON, NPY)
 
-__all__ = ["ANY", "BY_SUFFIX", "IMAGE_SUFFIXES", "JPEG", "JSON", "NPY", "PNG", "X_IMAGE"]
+__all__ = [
+    "ANY",
+    "BY_SUFFIX",
+    "IMAGE_SUFFIXES",
+    "JPEG",
+    "JSON",
+    "NPY",
+    "PNG",
+    "RESPONSE_TYPES",
+    "X_IMAGE",
+]
 
 
 def media_type(header: str | None) -> str | None:

@@ -172,7 +172,7 @@ def read_settings(
         torch_threads=torch_threads,
         response_timeout_s=_timeout_s(env),
         max_payload_bytes=_positive_int(env, MAX_PAYLOAD_ENV, DEFAULT_MAX_PAYLOAD_MB) * 1024 * 1024,
-        default_accept=env.get(DEFAULT_ACCEPT_ENV) or DEFAULT_ACCEPT,
+        default_accept=default_accept(env),
         startup_timeout_s=_positive_int(env, STARTUP_TIMEOUT_ENV, DEFAULT_STARTUP_TIMEOUT_S),
         vmargs=env.get(MODEL_SERVER_VMARGS_ENV, ""),
         batch_size=_positive_int(
@@ -218,7 +218,8 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw is None or raw.strip() == "":
         return default
-    if not raw.strip().isdigit():
+    # isdigit alone accepts digits int() rejects ("²"), which would crash `serve`.
+    if not (raw.isascii() and raw.strip().isdigit()):
         raise ServeConfigError(f"{name} must be an integer >= 0, got {raw!r}")
     return int(raw)
 
@@ -247,6 +248,17 @@ def _port(env: Mapping[str, str]) -> int:
 
 
 def default_accept(env: Mapping[str, str] | None = None) -> str:
-    """The response type for requests without Accept (or with */*)."""
+    """The response type for requests without Accept (or with */*), normalised.
+
+    Checked against what the encoders write: a type they can't write would let every
+    request without Accept run the forward pass only to answer 406.
+    """
     env = os.environ if env is None else env
-    return env.get(DEFAULT_ACCEPT_ENV) or DEFAULT_ACCEPT
+    raw = env.get(DEFAULT_ACCEPT_ENV)
+    chosen = content_types.media_type(raw) or DEFAULT_ACCEPT
+    if chosen not in content_types.RESPONSE_TYPES:
+        raise ServeConfigError(
+            f"{DEFAULT_ACCEPT_ENV} must be one of {', '.join(content_types.RESPONSE_TYPES)}, "
+            f"got {raw!r}"
+        )
+    return chosen

@@ -39,7 +39,7 @@ from model_artifact import precision, torchscript
 from model_artifact.config import ArtifactError, ModelConfig, read_config
 from model_artifact.preprocessing import Preprocessing, eval_transform
 from serving import codecs, content_types, contract, state
-from serving.errors import ClientError, error_body
+from serving.errors import ClientError, ServeConfigError, error_body
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,6 @@ def _to_device(batch: torch.Tensor, model: LoadedModel) -> torch.Tensor:
 class Request:
     """One request of a server batch: what it asks for, what it gets, or why it fails."""
 
-    body: bytes | None
     content_type: str | None
     accept: str = content_types.JSON
     top_k: int | None = None
@@ -200,11 +199,18 @@ class Request:
     error: str | None = None
 
     @classmethod
-    def read(cls, body: bytes | None, headers: dict[str, str], model: LoadedModel) -> Request:
-        """Negotiate, parse the options and decode, with this request's own headers."""
-        request = cls(body, headers.get("content-type"))
+    def read(
+        cls,
+        body: bytes | None,
+        headers: dict[str, str],
+        model: LoadedModel,
+        default_accept: str,
+    ) -> Request:
+        """Negotiate (no Accept or */* -> `default_accept`), parse the options and decode,
+        with this request's own headers."""
+        request = cls(headers.get("content-type"))
         with failing_alone(request, "decoding a request"):
-            request.accept = codecs.negotiate(headers.get("accept"), contract.default_accept())
+            request.accept = codecs.negotiate(headers.get("accept"), default_accept)
             request.top_k = codecs.parse_top_k(
                 headers.get(contract.CUSTOM_ATTRIBUTES_HEADER), len(model.classes)
             )
@@ -259,6 +265,9 @@ class HandlerService:
 
     def __init__(self) -> None:
         self.model: LoadedModel | None = None
+        # Read from the environment in `initialize`, once per worker, not per request (and
+        # not here: the module-level service is built at import time).
+        self.default_accept: str = contract.DEFAULT_ACCEPT
 
     def initialize(self, context: Any) -> None:
         """Load and warm up the model, timing each step; a failure is reported to `serve`
@@ -266,6 +275,9 @@ class HandlerService:
         timings = {"start the worker, import the handler": _seconds_since_process_start()}
         model_dir = Path(context.system_properties["model_dir"])
         try:
+            # `serve` has validated it already (contract.read_settings); checked again here
+            # for a worker started some other way.
+            self.default_accept = contract.default_accept()
             started = time.perf_counter()
             model = load_model(model_dir, worker_device(context), contract.serving_precision())
             timings["load the model"] = time.perf_counter() - started
@@ -273,7 +285,8 @@ class HandlerService:
             self.model = warmed_up(model, model_dir)
             timings[f"warm up in {self.model.precision}"] = time.perf_counter() - started
         except Exception as error:
-            reason = str(error) if isinstance(error, ArtifactError) else repr(error)
+            known = isinstance(error, ArtifactError | ServeConfigError)
+            reason = str(error) if known else repr(error)
             state.report_load_failure(reason)
             logger.error("model failed to load: %s", reason)
             raise
@@ -292,7 +305,9 @@ class HandlerService:
         if self.model is None:
             raise RuntimeError("handle() called before the model was loaded")
         requests = [
-            Request.read(request_body(item), headers_of(context, index), self.model)
+            Request.read(
+                request_body(item), headers_of(context, index), self.model, self.default_accept
+            )
             for index, item in enumerate(data)
         ]
         bodies = answer(requests, self.model)

@@ -159,6 +159,15 @@ def bomb_png() -> bytes:
     return buffer.getvalue()
 
 
+def over_the_pixel_budget() -> bytes:
+    """Two real PNGs of 25 M pixels each (under the per-image limit, together over the
+    request's 40 M) in a JSON body of ~70 KB."""
+    buffer = io.BytesIO()
+    Image.new("L", (5000, 5000)).save(buffer, "PNG")
+    instance = {"b64": base64.b64encode(buffer.getvalue()).decode()}
+    return json.dumps({"instances": [instance, instance]}).encode()
+
+
 BAD_REQUESTS = {
     "unsupported content type": (415, "text/csv", b"1,2,3", {}),
     "unsupported accept": (406, "image/jpeg", "good", {"Accept": "text/html"}),
@@ -169,6 +178,7 @@ BAD_REQUESTS = {
     "pickled npy": (400, "application/x-npy", "pickled", {}),
     "float npy": (400, "application/x-npy", npy_bytes(np.zeros((8, 8, 3), np.float64)), {}),
     "decompression bomb": (400, "image/png", "bomb", {}),
+    "over the pixel budget": (400, "application/json", "over budget", {}),
     "bad top_k": (400, "image/jpeg", "good", {"X-Amzn-SageMaker-Custom-Attributes": "top_k=7"}),
 }
 
@@ -183,6 +193,7 @@ def test_client_errors_get_their_status_and_the_server_keeps_serving(
         "good": good_image,
         "pickled": npy_bytes(np.array([{"x": 1}], dtype=object), allow_pickle=True),
         "bomb": bomb_png() if body == "bomb" else b"",
+        "over budget": over_the_pixel_budget() if body == "over budget" else b"",
     }
     payload = payloads[body] if isinstance(body, str) else body
     status, answer, answer_type = server.post(payload, content_type, headers)
@@ -326,6 +337,22 @@ def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
         assert exit_code != 0
         assert reason in log  # the reason the user reads in `docker logs`
         assert leftovers == []
+
+
+def test_a_default_accept_no_encoder_writes_makes_serve_exit_with_the_reason(
+    target: Target, trained_model_dir: Path, tmp_path: Path
+) -> None:
+    """Not a server whose every request without Accept runs the model, then answers 406."""
+    env = {"SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT": "text/csv"}
+    server = target.start_server(trained_model_dir, tmp_path / "serve", env)
+    try:
+        exit_code = server.wait_for_exit(timeout=300)
+        log = server.log()
+    finally:
+        leftovers = server.close()
+    assert exit_code != 0
+    assert "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT must be one of" in log
+    assert leftovers == []
 
 
 BATCHING = {

@@ -251,3 +251,47 @@ def test_top_k_comes_from_custom_attributes(attributes: str | None, expected: in
 def test_bad_top_k_is_400(attributes: str) -> None:
     with pytest.raises(BadRequestError):
         codecs.parse_top_k(attributes, num_classes=3)
+
+
+def blank_png(width: int, height: int) -> bytes:
+    """A real, decodable grayscale PNG: PNG squeezes a blank image to almost nothing."""
+    buffer = io.BytesIO()
+    Image.new("L", (width, height)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def test_the_images_of_one_request_share_one_pixel_budget() -> None:
+    """Each image is under the per-image limit, together they are over: a tiny body must
+    not make the server decode (and allocate) them all."""
+    big = blank_png(5_000, 5_000)  # 25 M pixels each; 75 MB once decoded as RGB
+    body = b64_instances(big, big)
+    assert len(body) < 100_000
+    with pytest.raises(BadRequestError) as raised:
+        codecs.decode(body, "application/json")
+    assert raised.value.status_code == 400
+    assert raised.value.message.startswith("instances[1]: ")
+    assert "over the limit of 15,000,000" in raised.value.message
+    assert f"of the request's {codecs.MAX_REQUEST_PIXELS:,} pixels left" in raised.value.message
+
+
+def test_the_pixel_budget_counts_what_each_image_decoded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codecs, "MAX_REQUEST_PIXELS", 3 * 40 * 30)
+    three = b64_instances(*[image_bytes("PNG", (40, 30))] * 3)
+    assert len(codecs.decode(three, "application/json")) == 3  # exactly the budget
+    with pytest.raises(BadRequestError) as raised:
+        codecs.decode(b64_instances(*[image_bytes("PNG", (40, 30))] * 4), "application/json")
+    assert raised.value.message.startswith("instances[3]: image is 40x30 pixels, over the limit")
+
+
+@pytest.mark.parametrize("attributes", ["top_k=²", "top_k=¹"])
+def test_top_k_with_digits_int_rejects_is_400_not_a_crash(attributes: str) -> None:
+    """str.isdigit() accepts superscripts that int() rejects."""
+    with pytest.raises(BadRequestError):
+        codecs.parse_top_k(attributes, num_classes=3)
+
+
+def test_response_types_are_what_the_encoders_write() -> None:
+    """`serve` checks its default Accept against content_types.RESPONSE_TYPES."""
+    from serving import content_types  # noqa: PLC0415
+
+    assert set(content_types.RESPONSE_TYPES) == set(codecs.ENCODERS)

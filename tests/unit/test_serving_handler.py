@@ -17,6 +17,7 @@ from PIL import Image
 from model_artifact.config import ArtifactError
 from model_artifact.preprocessing import Preprocessing, eval_transform
 from serving import handler
+from serving.errors import ServeConfigError
 from support.tiny_models import CLASSES, encoded, photo, write_model_dir
 
 CUSTOM_ATTRIBUTES = "X-Amzn-SageMaker-Custom-Attributes"
@@ -251,13 +252,34 @@ def test_module_entry_point_loads_on_none_then_handles(
 
 
 def test_default_accept_follows_the_environment(
-    service: handler.HandlerService, model_dir: Path, monkeypatch: pytest.MonkeyPatch
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "application/x-npy")
+    monkeypatch.setenv("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "Application/X-NPY")
+    service = handler.HandlerService()
+    service.initialize(mms_context(model_dir, []))
+    # Read once per worker, when it loads the model: not again for every request.
+    monkeypatch.setenv("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/csv")
     context = mms_context(model_dir, [{"Content-Type": "image/png", "Accept": "*/*"}])
     [answer] = service.handle([{"body": encoded(photo((9, 9, 9)))}], context)
     assert context.get_response_content_type(0) == "application/x-npy"
     assert np.load(io.BytesIO(answer), allow_pickle=False).shape == (1, 2)
+
+
+def test_a_default_accept_no_encoder_writes_fails_the_load_with_the_reason(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not a 406 after the forward pass of every request without Accept."""
+    monkeypatch.setenv("SERVING_STATE_DIR", str(tmp_path))
+    monkeypatch.setenv("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT", "text/csv")
+    with pytest.raises(ServeConfigError):
+        handler.HandlerService().initialize(mms_context(model_dir, []))
+    reason = (tmp_path / "model_load_failed.txt").read_text()
+    assert reason.startswith("SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT must be one of")
+
+
+def test_a_request_keeps_no_copy_of_its_body() -> None:
+    """The body is decoded into images; a second reference would only hold memory longer."""
+    assert "body" not in {field.name for field in dataclasses.fields(handler.Request)}
 
 
 def test_model_fn_takes_the_workers_gpu_from_the_context_like_the_toolkit(
