@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.cloud.settings import AwsTarget, CloudError, ensure_bucket
+from launch.cloud.settings import AwsTarget, CloudError, ensure_bucket, s3_objects
 from serving.content_types import IMAGE_SUFFIXES
 
 # channel -> class -> image files
@@ -110,12 +110,9 @@ def object_keys(target: AwsTarget, split: Split) -> dict[str, Path]:
 
 
 def existing_sizes(target: AwsTarget, prefix: str) -> dict[str, int]:
-    pages = target.session.client("s3").get_paginator("list_objects_v2")
-    return {
-        item["Key"]: int(item["Size"])
-        for page in pages.paginate(Bucket=target.bucket, Prefix=prefix)
-        for item in page.get("Contents", [])
-    }
+    """S3 key -> size, for the objects under `prefix` in the target's bucket."""
+    listed = s3_objects(target.session.client("s3"), f"s3://{target.bucket}/{prefix}")
+    return {prefix + name: size for name, size in listed.items()}
 
 
 def upload_files(target: AwsTarget, files: dict[str, Path], workers: int) -> None:

@@ -33,7 +33,7 @@ from launch.cloud.settings import (
     CloudError,
     ensure_bucket,
     import_sagemaker,
-    split_s3_uri,
+    s3_objects,
     unique_name,
 )
 from serving import content_types
@@ -63,14 +63,7 @@ def default_endpoint_name() -> str:
 
 def model_archives(s3: Any, prefix: str) -> list[str]:
     """The model archives under a multi-model prefix, as names relative to it."""
-    bucket, key_prefix = split_s3_uri(prefix)
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key_prefix)
-    return sorted(
-        item["Key"].removeprefix(key_prefix)
-        for page in pages
-        for item in page.get("Contents", [])
-        if item["Key"].endswith(ARCHIVE_SUFFIX)
-    )
+    return sorted(name for name in s3_objects(s3, prefix) if name.endswith(ARCHIVE_SUFFIX))
 
 
 def with_async_defaults(settings: AsyncSettings, target: AwsTarget, endpoint: str) -> AsyncSettings:

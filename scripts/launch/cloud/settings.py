@@ -64,6 +64,17 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def s3_objects(s3: Any, prefix_uri: str) -> dict[str, int]:
+    """Name relative to the prefix -> size, for every object under an s3:// prefix."""
+    bucket, prefix = split_s3_uri(prefix_uri)
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    return {
+        item["Key"].removeprefix(prefix): int(item["Size"])
+        for page in pages
+        for item in page.get("Contents", [])
+    }
+
+
 def boto_session(region: str | None) -> boto3.Session:
     """A boto3 session with a region and credentials, or a CloudError naming what to set."""
     session = boto3.Session(region_name=region) if region else boto3.Session()

@@ -19,6 +19,7 @@ from typing import Any
 from botocore.exceptions import WaiterError
 
 from launch.cloud import hosting, limits
+from launch.cloud.data import upload_files
 from launch.cloud.limits import MB
 from launch.cloud.predictor import JSON, Classification, first_prediction
 from launch.cloud.settings import (
@@ -26,6 +27,7 @@ from launch.cloud.settings import (
     CloudError,
     import_sagemaker,
     output_file,
+    s3_objects,
     shown_path,
     split_s3_uri,
     unique_name,
@@ -110,17 +112,6 @@ def check_settings(settings: TransformSettings) -> None:
 # --------------------------------------------------------------------------------------- input
 
 
-def s3_objects(s3: Any, prefix_uri: str) -> dict[str, int]:
-    """Name relative to the prefix -> size, for every object under an s3:// prefix."""
-    bucket, prefix = split_s3_uri(prefix_uri)
-    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    return {
-        item["Key"].removeprefix(prefix): int(item["Size"])
-        for page in pages
-        for item in page.get("Contents", [])
-    }
-
-
 def local_images(folder: Path) -> dict[str, Path]:
     """Name relative to the folder -> file, for the images under it (searched recursively)."""
     if not folder.is_dir():
@@ -161,17 +152,6 @@ def job_content_type(sizes: dict[str, int], where: str, max_payload_mb: int) -> 
     return kinds.pop() if len(kinds) == 1 else content_types.X_IMAGE
 
 
-def upload_images(target: AwsTarget, files: dict[str, Path], prefix_uri: str, workers: int) -> None:
-    bucket, prefix = split_s3_uri(prefix_uri)
-    s3 = target.session.client("s3")  # boto3 clients are thread-safe
-
-    def upload(item: tuple[str, Path]) -> None:
-        s3.upload_file(str(item[1]), bucket, prefix + item[0])
-
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        list(pool.map(upload, files.items()))
-
-
 def prepare_input(
     target: AwsTarget, source: str, job: str, max_payload_mb: int, workers: int
 ) -> tuple[str, str]:
@@ -184,7 +164,8 @@ def prepare_input(
     sizes = {name: path.stat().st_size for name, path in files.items()}
     content_type = job_content_type(sizes, source, max_payload_mb)
     prefix_uri = target.s3_uri("transform", job, "input") + "/"
-    upload_images(target, files, prefix_uri, workers)
+    _, prefix = split_s3_uri(prefix_uri)
+    upload_files(target, {prefix + name: path for name, path in files.items()}, workers)
     print(f"uploaded {len(files)} images to {prefix_uri}")
     return prefix_uri, content_type
 
