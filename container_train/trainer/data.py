@@ -107,26 +107,14 @@ class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
 
 def image_loader(
     dataset: ImageDataset,
-    batch_size: int,
+    batch_groups: Sequence[Sequence[int]],
     num_workers: int,
     pin_memory: bool,
-    order: Sequence[int] | None = None,
-    batch_groups: Sequence[Sequence[int]] | None = None,
 ) -> DataLoader[tuple[torch.Tensor, int]]:
-    """Batches in `order` (default: file order), or one batch per group of `batch_groups`;
-    workers decode in parallel."""
-    if batch_groups is not None:
-        return DataLoader(
-            dataset,
-            batch_sampler=[list(group) for group in batch_groups],
-            num_workers=num_workers,
-            pin_memory=pin_memory,
-            generator=torch.Generator().manual_seed(0),
-        )
+    """One batch per group of `batch_groups`, in their order; workers decode in parallel."""
     return DataLoader(
         dataset,
-        batch_size=batch_size,
-        sampler=list(order) if order is not None else None,
+        batch_sampler=[list(group) for group in batch_groups],
         num_workers=num_workers,
         pin_memory=pin_memory,
         # Its own generator: a DataLoader draws a seed from the global RNG otherwise, which

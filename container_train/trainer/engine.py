@@ -25,10 +25,17 @@ from trainer.runtime import Runtime
 Batch = tuple[torch.Tensor, torch.Tensor]  # (features, labels), on the training device
 
 
+def batch_groups(order: Sequence[int], batch_size: int) -> list[list[int]]:
+    """The global batches of a pass over `order`: the batches a one-process job trains on."""
+    return [list(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
+
+
 class FeatureSource(Protocol):
     def __len__(self) -> int: ...
 
-    def batches(self, order: Sequence[int], batch_size: int) -> Iterator[Batch]: ...
+    def batches(self, order: Sequence[int], batch_size: int) -> Iterator[Batch]:
+        """The batches of `batch_groups(order, batch_size)`, as `batches_of` hands them out."""
+        ...
 
     def batches_of(self, groups: Sequence[Sequence[int]]) -> Iterator[Batch]:
         """One batch per group of (non-empty) indices, in the given order."""
@@ -60,25 +67,10 @@ class ImageFeatures:
         return len(self.unreadable_seen)
 
     def batches(self, order: Sequence[int], batch_size: int) -> Iterator[Batch]:
-        loader = image_loader(
-            self.dataset, batch_size, self.num_workers, self.runtime.pin_memory, order
-        )
-        position = 0
-        for images, labels in loader:
-            indices = order[position : position + len(labels)]
-            position += len(labels)
-            self.unreadable_seen.update(
-                index for index, label in zip(indices, labels.tolist(), strict=True) if label < 0
-            )
-            yield (
-                backbone_features(self.backbone, images, self.runtime),
-                labels.to(self.runtime.device, non_blocking=True),
-            )
+        return self.batches_of(batch_groups(order, batch_size))
 
     def batches_of(self, groups: Sequence[Sequence[int]]) -> Iterator[Batch]:
-        loader = image_loader(
-            self.dataset, 1, self.num_workers, self.runtime.pin_memory, batch_groups=groups
-        )
+        loader = image_loader(self.dataset, groups, self.num_workers, self.runtime.pin_memory)
         for group, (images, labels) in zip(groups, loader, strict=True):
             self.unreadable_seen.update(
                 index for index, label in zip(group, labels.tolist(), strict=True) if label < 0
@@ -177,11 +169,6 @@ def evaluate(head: nn.Module, batches: Iterator[Batch], criterion: nn.Module) ->
 
 
 # ------------------------------------------------------- training the last backbone stages
-
-
-def batch_groups(order: Sequence[int], batch_size: int) -> list[list[int]]:
-    """The global batches of a pass over `order`: the batches a one-process job trains on."""
-    return [list(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
 
 
 def shares(groups: list[list[int]], cluster: Cluster) -> tuple[list[list[int]], list[bool]]:

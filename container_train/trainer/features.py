@@ -33,7 +33,7 @@ from model_artifact.preprocessing import Preprocessing, eval_transform
 from trainer.cluster import SINGLE, Cluster
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 from trainer.data import UNREADABLE, Channel, ImageDataset
-from trainer.engine import Batch, FeatureSource, ImageFeatures, backbone_features
+from trainer.engine import Batch, FeatureSource, ImageFeatures, backbone_features, batch_groups
 from trainer.hyperparameters import Hyperparameters
 from trainer.model import BACKBONE, backbone_weights, build_backbone, frozen_through
 from trainer.progress import progress
@@ -95,9 +95,7 @@ class ShardedFeatures:
         return len(self.unreadable_seen)
 
     def batches(self, order: Sequence[int], batch_size: int) -> Iterator[Batch]:
-        return self.batches_of(
-            [list(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
-        )
+        return self.batches_of(batch_groups(order, batch_size))
 
     def batches_of(self, groups: Sequence[Sequence[int]]) -> Iterator[Batch]:
         rank, world = self.cluster.rank, self.cluster.world_size
@@ -175,12 +173,18 @@ class FeatureCache:
         self.write_dir = write_dir
         self.device = device
         self.keep_backbone = keep_backbone
+        # Entry names by channel name: a job's channels keep their files while it runs, and
+        # each name costs a stat of every file of the channel.
+        self._entry_names: dict[str, str] = {}
 
     def _find(self, name: str) -> Path | None:
         return next((d / name for d in self.directories if (d / name).is_file()), None)
 
     def _entry_name(self, channel: Channel) -> str:
-        return f"{channel.name}-{cache_key(channel, self.features_identity)}.pt"
+        if channel.name not in self._entry_names:
+            key = cache_key(channel, self.features_identity)
+            self._entry_names[channel.name] = f"{channel.name}-{key}.pt"
+        return self._entry_names[channel.name]
 
     def _backbone_name(self) -> str:
         return f"backbone-{digest(self.backbone_identity, 24)}.pt"
@@ -299,7 +303,11 @@ def _prepare_shared(
     """
     keep = hp.feature_cache != "off"
     cache = job_cache(preprocessing, runtime, hp, paths)
-    present = cluster.broadcast([keep and cache.has(channel) for channel in channels.values()])
+    # Only the leader's answer counts, so only the leader looks (a look stats every file of
+    # the channel); the others' [] is a placeholder that the broadcast replaces.
+    present = cluster.broadcast(
+        [keep and cache.has(channel) for channel in channels.values()] if cluster.is_leader else []
+    )
     missing = {
         name: channels[name] for name, cached in zip(channels, present, strict=True) if not cached
     }
@@ -356,12 +364,12 @@ def prepare_stage_features(
     front on every image, and the log says why.
     """
     sources = image_sources(channels, front, preprocessing, runtime, hp, cluster)
-    refusal = stage_cache_refusal(front, channels, runtime, hp, paths, cluster)
+    cache = job_cache(preprocessing, runtime, hp, paths, frozen_through(hp.train_layers))
+    refusal = stage_cache_refusal(front, channels, runtime, hp, cache.write_dir, cluster)
     # Hosts differ in free disk: all cache or none, or the workers' collectives would not pair.
     if not cluster.all_agree([refusal is None])[0]:
         log.info("feature cache off: %s", refusal or "another worker cannot keep the cache")
         return dict(sources)
-    cache = job_cache(preprocessing, runtime, hp, paths, frozen_through(hp.train_layers))
     present = cluster.all_agree([cache.has(channel) for channel in channels.values()])
     prepared: dict[str, FeatureSource] = {}
     for (name, channel), cached in zip(channels.items(), present, strict=True):
@@ -384,10 +392,10 @@ def stage_cache_refusal(
     channels: dict[str, Channel],
     runtime: Runtime,
     hp: Hyperparameters,
-    paths: TrainingPaths,
+    write_dir: Path,
     cluster: Cluster,
 ) -> str | None:
-    """Why the front's output is not cached, or None when it is."""
+    """Why the front's output is not cached in `write_dir`, or None when it is."""
     if hp.feature_cache == "off":
         return "feature_cache=off: the frozen stages run on every image in every epoch"
     through = frozen_through(hp.train_layers)
@@ -396,7 +404,6 @@ def stage_cache_refusal(
     probe = torch.zeros(1, 3, hp.image_size, hp.image_size)
     item = backbone_features(front, probe.to(runtime.device), runtime)[0]
     needed = item.numel() * item.element_size() * sum(len(c) for c in channels.values())
-    write_dir = job_cache(None, runtime, hp, paths, through).write_dir
     existing = next(folder for folder in (write_dir, *write_dir.parents) if folder.exists())
     disk = shutil.disk_usage(existing).free
     memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // cluster.local_world_size

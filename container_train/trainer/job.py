@@ -70,13 +70,13 @@ def main() -> None:
     hp = parse_hyperparameters(read_hyperparameters(paths))
     plan = plan_workers(paths, hp)
     if plan.world_size == 1:
-        run(paths)  # no launcher, no process group: the job as it always ran
+        run(paths, hp)  # no launcher, no process group: the job as it always ran
     else:
         launch(plan, hp)
 
 
-def run(paths: TrainingPaths, cluster: Cluster = SINGLE) -> None:
-    hp = parse_hyperparameters(read_hyperparameters(paths))
+def run(paths: TrainingPaths, hp: Hyperparameters, cluster: Cluster = SINGLE) -> None:
+    """The job with `hp` (the job's parsed hyperparameters), as `cluster`'s worker."""
     if cluster.is_leader:
         log.info("hyperparameters: %s", hp.to_dict())
     channels = load_channels(paths, cluster)

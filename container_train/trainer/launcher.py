@@ -46,13 +46,12 @@ from trainer.contract import (
     collective_interface_environment,
     local_rank,
     local_world_size,
-    read_hyperparameters,
     read_resource_config,
     rendezvous_address,
     training_paths,
 )
 from trainer.errors import ClientError, JobFailedError
-from trainer.hyperparameters import Hyperparameters, parse_hyperparameters
+from trainer.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
 
@@ -121,7 +120,8 @@ def launch(plan: Plan, hp: Hyperparameters) -> None:
         port,
     )
     try:
-        elastic_launch(config, worker)(resources.current_host)
+        # The parsed hyperparameters travel to the spawned workers (pickled), read once.
+        elastic_launch(config, worker)(resources.current_host, hp)
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
         raise JobFailedError(
@@ -171,19 +171,19 @@ def _first_line(error: BaseException) -> str:
 # ------------------------------------------------------------------------ in each worker
 
 
-def worker(host: str) -> None:
+def worker(host: str, hp: Hyperparameters) -> None:
     """A worker process: join the process group, run the job, report a failure."""
     from trainer.job import run  # noqa: PLC0415 - spawned workers import the job lazily
 
     paths = training_paths()
-    cluster = join_process_group(paths, host)
+    cluster = join_process_group(hp, host)
     # A spawned process starts without the toolkit's logging configuration.
     logging.basicConfig(
         format=f"%(asctime)s [{host} worker {cluster.rank}] %(name)s %(levelname)s %(message)s"
     )
     logging.getLogger("trainer").setLevel(logging.INFO)
     try:
-        run(paths, cluster)
+        run(paths, hp, cluster)
     except JobFailedError as error:
         publish_failure(str(error))
         raise
@@ -215,8 +215,7 @@ def lost_a_peer(error: BaseException) -> bool:
     return isinstance(error, dist.DistError) or any(sign in str(error) for sign in LOST_PEER_SIGNS)
 
 
-def join_process_group(paths: TrainingPaths, host: str) -> Cluster:
-    hp = parse_hyperparameters(read_hyperparameters(paths))
+def join_process_group(hp: Hyperparameters, host: str) -> Cluster:
     timeout = timedelta(seconds=hp.dist_timeout)
     local_workers = local_world_size()
     if torch.cuda.is_available():

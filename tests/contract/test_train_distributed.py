@@ -15,8 +15,15 @@ import torch
 
 from launch.local.jobdir import layout_job_dir
 from launch.synthetic_images import make_dataset
-from support.jobs import TINY, history, host_log, start_tiny_hosts, train_tiny, train_tiny_hosts
-from trainer import job
+from support.jobs import (
+    TINY,
+    history,
+    host_log,
+    run_in_process,
+    start_tiny_hosts,
+    train_tiny,
+    train_tiny_hosts,
+)
 from trainer.checkpoint import CHECKPOINT_FILE
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 
@@ -35,7 +42,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def one_process(data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     job_dir = tmp_path_factory.mktemp("one")
     layout_job_dir(job_dir, data, TINY)
-    job.run(TrainingPaths(job_dir))
+    run_in_process(job_dir)
     return job_dir
 
 

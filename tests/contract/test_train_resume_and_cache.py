@@ -11,9 +11,9 @@ import torch
 
 from launch.local.jobdir import attach_feature_cache, layout_job_dir
 from launch.synthetic_images import make_dataset
-from support.jobs import TINY, history, start_training, train_tiny
+from support.jobs import TINY, history, run_in_process, start_training, train_tiny
 from support.targets import Target
-from trainer import features, job
+from trainer import features
 from trainer.checkpoint import CHECKPOINT_FILE
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 from trainer.engine import train_one_epoch
@@ -29,7 +29,7 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def _train_in_process(data: Path, job_dir: Path, **overrides: str) -> dict:
     layout_job_dir(job_dir, data, {**TINY, **overrides})
-    job.run(TrainingPaths(job_dir))
+    run_in_process(job_dir)
     return torch.load(_checkpoint(job_dir), weights_only=True)
 
 
@@ -57,7 +57,7 @@ def test_trials_share_a_feature_cache_channel(
     for trial, lr in enumerate(("0.001", "0.01", "0.001")):
         layout_job_dir(tmp_path / f"trial{trial}", data, {**TINY, "lr": lr})
         attach_feature_cache(tmp_path / f"trial{trial}", shared)
-    job.run(TrainingPaths(tmp_path / "trial0"))
+    run_in_process(tmp_path / "trial0")
     filled = {path: path.stat().st_mtime_ns for path in shared.iterdir()}
     assert filled
 
@@ -69,7 +69,7 @@ def test_trials_share_a_feature_cache_channel(
     monkeypatch.setattr(features, "build_backbone", must_not_run)
     monkeypatch.setattr(features, "eval_transform", must_not_run)
     for trial in ("trial1", "trial2"):
-        job.run(TrainingPaths(tmp_path / trial))
+        run_in_process(tmp_path / trial)
         own = TrainingPaths(tmp_path / trial).output_data_dir / FEATURE_CACHE_CHANNEL
         assert not own.exists()
     assert {path: path.stat().st_mtime_ns for path in shared.iterdir()} == filled

@@ -9,7 +9,9 @@ from typing import Any
 
 from launch.local.processes import start_hosts, wait_for_hosts
 from support.targets import ProcessTarget, RunningJob, Target
-from trainer.contract import TrainingPaths
+from trainer.contract import TrainingPaths, read_hyperparameters
+from trainer.hyperparameters import parse_hyperparameters
+from trainer.job import run
 
 # Small and fast: random weights, tiny images, few epochs.
 TINY = {
@@ -19,6 +21,12 @@ TINY = {
     "batch_size": "8",
     "num_workers": "0",
 }
+
+
+def run_in_process(job_dir: Path) -> None:
+    """The job in JOB_DIR as `train` runs it with one worker: in this process."""
+    paths = TrainingPaths(job_dir)
+    run(paths, parse_hyperparameters(read_hyperparameters(paths)))
 
 
 def train_tiny(
