@@ -1,6 +1,7 @@
 """multi-model-server's Java frontend as `serve` runs it.
 
-`serve` starts the JVM itself (not through multi-model-server's Python launcher), with:
+`serve` starts the JVM itself (not through multi-model-server's Python launcher), with its
+config file and environment (mms_properties, model_server_env) and:
 
 - this package's frontend extension, compiled from `serving/java/` into a jar: its main
   class is multi-model-server's server plus server-side batching for the served model, a
@@ -57,6 +58,8 @@ LOG_CONFIG = Path(__file__).with_name("log4j2.xml")
 START_UP_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfData")
 # Batch Transform: one image file is one record, never several in one request.
 BATCH_STRATEGY = "SINGLE_RECORD"
+HANDLER = "serving.entry:handle"  # what the workers run (multi-model-server's handler)
+PRELOAD_SOCKET = "preload.sock"  # in the runtime dir: where serving.preload listens
 
 
 class FrontendError(Exception):
@@ -172,6 +175,61 @@ def archive_path(java: Path, jars: Sequence[Path]) -> Path:
     return BUILD_DIR / f"classes-{archive_key(java, jars)}.jsa"
 
 
+# ----------------------------------------------- the config file and environment of the JVM
+
+
+def mms_properties(
+    settings: contract.ServeSettings,
+    runtime: Path,
+    handler: str = HANDLER,
+    host: str = "0.0.0.0",  # SageMaker reaches the container on its own address
+) -> str:
+    """multi-model-server's config file (`-f`). Here, not in serving.server, because the
+    archive run below starts the same JVM with it (and server imports this module)."""
+    if settings.multi_model:
+        # SageMaker's multi-model contract: the management API (POST /models, ...) on the
+        # same port as /ping and /models/<name>/invoke.
+        management = f"http://{host}:{settings.port}"
+    else:
+        # Model management stays private: a unix socket in the runtime dir, no second port.
+        management = f"unix:{runtime / 'management.sock'}"
+    properties = {
+        "inference_address": f"http://{host}:{settings.port}",
+        "management_address": management,
+        "default_service_handler": handler,
+        "default_workers_per_model": settings.workers,
+        # multi-model-server numbers the GPUs its workers get from 0 up to this; the
+        # workers see only the visible ones, numbered the same way.
+        "number_of_gpu": settings.gpus,
+        # The plain `default_response_timeout` is read as minutes by multi-model-server 1.1.
+        "default_response_timeout_seconds": settings.response_timeout_s,
+        "max_request_size": settings.max_payload_bytes,
+        "max_response_size": settings.max_payload_bytes,
+        "decode_input_request": "false",
+        "preload_model": "false",
+    }
+    return "".join(f"{key}={value}\n" for key, value in properties.items())
+
+
+def model_server_env(settings: contract.ServeSettings, runtime: Path) -> dict[str, str]:
+    """The server's environment: private temp dirs, the thread budget, resolved settings.
+
+    The workers run this interpreter, where the serving package is installed: they need
+    no import path of their own.
+    """
+    return {
+        **os.environ,
+        "TMPDIR": str(runtime),
+        "TEMP": str(runtime),
+        "LOG_LOCATION": str(runtime / "logs"),
+        "METRICS_LOCATION": str(runtime / "logs"),
+        contract.STATE_DIR_ENV: str(runtime),
+        contract.PRELOAD_SOCKET_ENV: str(runtime / PRELOAD_SOCKET),
+        contract.TORCH_THREADS_ENV: str(settings.torch_threads),
+        "PYTHONUNBUFFERED": "1",
+    }
+
+
 # ------------------------------------------------------------------------ the command line
 
 
@@ -281,23 +339,22 @@ def archive_run_handler(data: list[Any] | None, context: Any) -> list[bytes] | N
 
 
 def free_port() -> int:
-    """A free TCP port on the loopback below 32767 (multi-model-server's highest)."""
-    for _ in range(100):
+    """A free TCP port below 32767 (multi-model-server's highest), free on every interface:
+    the server listens on 0.0.0.0 (mms_properties), so a port taken on any address won't do."""
+    for _ in range(200):
         port = random.randint(20000, contract.MAX_PORT - 1)
         with socket.socket() as probe:
             try:
-                probe.bind(("127.0.0.1", port))
+                probe.bind(("0.0.0.0", port))
             except OSError:
                 continue
             return port
-    raise FrontendError("no free port below 32767")
+    raise FrontendError(f"no free port found between 20000 and {contract.MAX_PORT - 1}")
 
 
 @contextmanager
 def _archive_run(java: Path, jar: Path, archive: Path) -> Iterator[int]:
     """The frontend serving one stub model, writing `archive` when it exits; yields its port."""
-    from serving import server  # noqa: PLC0415 - server imports this module
-
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="frontend-archive-") as folder:
         runtime = Path(folder)
@@ -306,16 +363,14 @@ def _archive_run(java: Path, jar: Path, archive: Path) -> Iterator[int]:
             {contract.BIND_TO_PORT_ENV: str(port), contract.MODEL_SERVER_WORKERS_ENV: "1"}
         )
         config = runtime / "mms.properties"
-        config.write_text(
-            server.mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER, host="127.0.0.1")
-        )
+        config.write_text(mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER, host="127.0.0.1"))
         launch = Launch(java, jar, runtime, config, runtime / "store", "model=model")
         flags = [f"-XX:ArchiveClassesAtExit={archive}", *START_UP_FLAGS]
         command = jvm_command(settings, launch, flags)
         process = subprocess.Popen(
             command,
             cwd=runtime,
-            env=server.model_server_env(settings, runtime),
+            env=model_server_env(settings, runtime),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             start_new_session=True,

@@ -87,9 +87,9 @@ class Prediction:
 def model_fn(model_dir: str | Path, context: Any = None) -> LoadedModel:
     """Load the artifact on this worker's device in the serving precision and warm it up;
     problems raise ArtifactError."""
-    model_dir = Path(model_dir)
-    model = load_model(model_dir, worker_device(context), contract.serving_precision())
-    return warmed_up(model, model_dir)
+    # Exactly these two parameters: the toolkit counts them to decide whether to pass the
+    # context (Transformer._run_handler_function), so the timings go through a helper.
+    return load_and_warm_up(Path(model_dir), context, timings={})
 
 
 def input_fn(input_data: bytes | None, content_type: str | None) -> list[Image.Image]:
@@ -114,6 +114,19 @@ def output_fn(prediction: Prediction, accept: str) -> tuple[bytes, str]:
 # --------------------------------------------------------------------------- model loading
 
 
+def load_and_warm_up(model_dir: Path, context: Any, timings: dict[str, float]) -> LoadedModel:
+    """What model_fn does, adding the seconds of each step to `timings`: the worker
+    (HandlerService.initialize) reports them, and runs the same code the tests run."""
+    choice = contract.serving_precision()  # read once: warmed_up's fallback depends on it
+    started = time.perf_counter()
+    model = load_model(model_dir, worker_device(context), choice)
+    timings["load the model"] = time.perf_counter() - started
+    started = time.perf_counter()
+    model = warmed_up(model, model_dir, choice)
+    timings[f"warm up in {model.precision}"] = time.perf_counter() - started
+    return model
+
+
 def load_model(model_dir: Path, device: torch.device, choice: str) -> LoadedModel:
     """The artifact on `device`, channels_last, cast to the precision `choice` resolves to."""
     config = read_config(model_dir)
@@ -121,8 +134,9 @@ def load_model(model_dir: Path, device: torch.device, choice: str) -> LoadedMode
     try:
         network = torchscript.load_model(model_dir, config, device)
     except (RuntimeError, ValueError, OSError) as error:
-        detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
-        raise ArtifactError(f"{config.model_file} is not a TorchScript model: {detail}") from None
+        raise ArtifactError(
+            f"{config.model_file} is not a TorchScript model: {first_line(error)}"
+        ) from None
     # channels_last: oneDNN's and cuDNN's fast convolution kernels work in that layout.
     network = network.to(memory_format=torch.channels_last)
     dtype = precision.dtype(chosen)
@@ -149,9 +163,9 @@ def warm_up(model: LoadedModel) -> None:
         try:
             logits = forward_logits(model, [Image.new("RGB", (width, height))])
         except RuntimeError as error:
-            detail = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise ArtifactError(
-                f"the model fails on a {width}x{height} image in {model.precision}: {detail}"
+                f"the model fails on a {width}x{height} image in {model.precision}: "
+                f"{first_line(error)}"
             ) from None
     expected = (1, len(model.classes))
     if tuple(logits.shape) != expected:
@@ -278,12 +292,7 @@ class HandlerService:
             # `serve` has validated it already (contract.read_settings); checked again here
             # for a worker started some other way.
             self.default_accept = contract.default_accept()
-            started = time.perf_counter()
-            model = load_model(model_dir, worker_device(context), contract.serving_precision())
-            timings["load the model"] = time.perf_counter() - started
-            started = time.perf_counter()
-            self.model = warmed_up(model, model_dir)
-            timings[f"warm up in {self.model.precision}"] = time.perf_counter() - started
+            self.model = load_and_warm_up(model_dir, context, timings)
         except Exception as error:
             known = isinstance(error, ArtifactError | ServeConfigError)
             reason = str(error) if known else repr(error)
@@ -322,19 +331,26 @@ class HandlerService:
         return bodies
 
 
-def warmed_up(model: LoadedModel, model_dir: Path) -> LoadedModel:
-    """`model` warmed up, or (for `auto` precision) the same artifact in fp32 if it fails in
-    a reduced precision: `auto` never makes a servable model unservable."""
+def warmed_up(model: LoadedModel, model_dir: Path, choice: str) -> LoadedModel:
+    """`model` (loaded for the precision `choice`) warmed up, or for `auto` the same artifact
+    in fp32 if it fails in a reduced precision: `auto` never makes a servable model
+    unservable, while an explicit choice that fails is reported."""
     try:
         warm_up(model)
         return model
     except ArtifactError:
-        if contract.serving_precision() != precision.AUTO or model.precision == "fp32":
+        if choice != precision.AUTO or model.precision == "fp32":
             raise
     logger.warning("the model fails in %s; serving it in fp32", model.precision)
     fp32 = load_model(model_dir, model.device, "fp32")
     warm_up(fp32)
     return fp32
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (TorchScript's run to pages of graph dump), or
+    its type's name when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _seconds_since_process_start() -> float:

@@ -12,7 +12,8 @@ again for every model a multi-model endpoint loads. So `serve` starts this proce
   imports already done.
 - `launch()` is what the JVM starts in place of `python` (`--python`): it passes its own
   arguments, environment and streams to that process, then waits for the child and exits
-  with its status. If no such process answers, it runs `python` itself, as usual.
+  with its status. If no such process forks a child for it, it runs `python` itself, as
+  usual; once one has, it never does (that would be a second worker).
 
 The JVM sees the launcher as the backend process: it reads the child's output through the
 streams passed on, and when it stops the launcher, the child notices and exits.
@@ -181,27 +182,48 @@ def launch(argv: Sequence[str] | None = None) -> int:
     there is none; returns (exits with) its status."""
     args = list(sys.argv[1:] if argv is None else argv)
     socket_path = os.environ.get(contract.PRELOAD_SOCKET_ENV)
-    if socket_path:
-        with contextlib.suppress(OSError, TimeoutError, ConnectionError):
-            return _run_preloaded(Path(socket_path), args)
+    connection = _hand_over(Path(socket_path), args) if socket_path else None
+    if connection is not None:
+        # Never fall back past this point: the child already runs the script, and a
+        # second copy would be a second worker on the same arguments and socket.
+        return _child_status(connection)
     os.execv(sys.executable, [sys.executable, *args])
     return 1  # not reached
 
 
-def _run_preloaded(socket_path: Path, args: list[str]) -> int:
+def _hand_over(socket_path: Path, args: list[str]) -> socket.socket | None:
+    """The connection to a child of the preloaded process now running `args`, or None
+    when no child was forked (no process, it went away, it never answered)."""
     deadline = time.monotonic() + SOCKET_WAIT_S
     while not socket_path.exists() and time.monotonic() < deadline:
         time.sleep(0.02)  # `serve` starts both processes together: the socket may be coming
     connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    connection.settimeout(ACCEPT_TIMEOUT_S)
-    connection.connect(str(socket_path))
-    payload = json.dumps({"argv": args, "env": dict(os.environ), "cwd": str(Path.cwd())}).encode()
-    socket.send_fds(connection, [_LENGTH.pack(len(payload))], list(_STREAMS))
-    connection.sendall(payload)
-    if connection.recv(1) != b"\x01":  # not forked: run python here after all
-        raise ConnectionError("the preloaded process did not fork")
+    try:
+        connection.settimeout(ACCEPT_TIMEOUT_S)
+        connection.connect(str(socket_path))
+        payload = json.dumps(
+            {"argv": args, "env": dict(os.environ), "cwd": str(Path.cwd())}
+        ).encode()
+        socket.send_fds(connection, [_LENGTH.pack(len(payload))], list(_STREAMS))
+        connection.sendall(payload)
+        forked = connection.recv(1) == b"\x01"
+    except OSError:  # TimeoutError and ConnectionError included
+        forked = False
+    if not forked:
+        connection.close()
+        return None
     connection.settimeout(None)  # from here on the child's status is all that comes
-    status = connection.recv(_STATUS.size)
+    return connection
+
+
+def _child_status(connection: socket.socket) -> int:
+    """The forked child's exit status, 1 if the preloaded process fails to send it (the
+    JVM then starts a new backend, as for any that dies)."""
+    with connection:
+        try:
+            status = connection.recv(_STATUS.size)
+        except OSError:
+            return 1
     return _STATUS.unpack(status)[0] if len(status) == _STATUS.size else 1
 
 

@@ -40,9 +40,7 @@ from serving.errors import ServeConfigError
 
 logger = logging.getLogger("serve")
 
-HANDLER = "serving.entry:handle"
 MODEL_NAME = "model"
-PRELOAD_SOCKET = "preload.sock"
 PRELOAD_LAUNCHER = "serve-backend"  # console script of this package: serving.preload.launch
 POLL_INTERVAL_S = 0.2
 # SageMaker sends SIGKILL 30 s after SIGTERM; leave time for the escalation below.
@@ -170,7 +168,7 @@ def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subpr
     java = frontend.java_executable()
     jar = frontend.ensure_jar()
     config_file = runtime / "mms.properties"
-    config_file.write_text(mms_properties(settings, runtime), encoding="utf-8")
+    config_file.write_text(frontend.mms_properties(settings, runtime), encoding="utf-8")
     launch = frontend.Launch(
         java=java,
         jar=jar,
@@ -179,18 +177,22 @@ def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subpr
         model_store=contract.MULTI_MODEL_STORE if settings.multi_model else settings.base_dir,
         models=None if settings.multi_model else f"{MODEL_NAME}={contract.MODEL_SUBDIR}",
     )
-    command = frontend.jvm_command(settings, launch, python=backend_python(settings))
+    # Decided once for both: a launcher without the preloaded process waits for its socket
+    # before it runs python itself, a preloaded process without launchers holds torch for
+    # nothing.
+    launcher = preload_launcher(settings)
+    command = frontend.jvm_command(settings, launch, python=str(launcher or sys.executable))
     logger.info(
         "starting: %s", " ".join(word for word in command if not word.startswith("-Dserving."))
     )
-    env = model_server_env(settings, runtime)
+    env = frontend.model_server_env(settings, runtime)
     # A process group of their own makes the JVM, the preload process and every worker one
     # group to stop (and keeps a terminal's Ctrl-C, which `serve` handles, away from them).
     jvm = subprocess.Popen(command, env=env, cwd=runtime, stdin=subprocess.DEVNULL, process_group=0)
-    if settings.preload:
+    if launcher is not None:
         # Started right after the JVM, in its group: torch loads while the JVM boots.
         subprocess.Popen(
-            [sys.executable, "-m", "serving.preload", str(runtime / PRELOAD_SOCKET)],
+            [sys.executable, "-m", "serving.preload", str(runtime / frontend.PRELOAD_SOCKET)],
             env=env,
             cwd=runtime,
             stdin=subprocess.DEVNULL,
@@ -199,60 +201,12 @@ def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subpr
     return jvm
 
 
-def backend_python(settings: contract.ServeSettings) -> str:
-    """What multi-model-server runs as `python`: the launcher into the preloaded process."""
+def preload_launcher(settings: contract.ServeSettings) -> Path | None:
+    """The launcher multi-model-server runs as `python` to reach the preloaded process
+    (serving.preload), or None to run plain python: preloading is off, or the console
+    script is not installed next to this interpreter."""
     launcher = Path(sys.executable).with_name(PRELOAD_LAUNCHER)
-    return str(launcher) if settings.preload and launcher.is_file() else sys.executable
-
-
-def mms_properties(
-    settings: contract.ServeSettings,
-    runtime: Path,
-    handler: str = HANDLER,
-    host: str = "0.0.0.0",  # SageMaker reaches the container on its own address
-) -> str:
-    if settings.multi_model:
-        # SageMaker's multi-model contract: the management API (POST /models, ...) on the
-        # same port as /ping and /models/<name>/invoke.
-        management = f"http://{host}:{settings.port}"
-    else:
-        # Model management stays private: a unix socket in the runtime dir, no second port.
-        management = f"unix:{runtime / 'management.sock'}"
-    properties = {
-        "inference_address": f"http://{host}:{settings.port}",
-        "management_address": management,
-        "default_service_handler": handler,
-        "default_workers_per_model": settings.workers,
-        # multi-model-server numbers the GPUs its workers get from 0 up to this; the
-        # workers see only the visible ones, numbered the same way.
-        "number_of_gpu": settings.gpus,
-        # The plain `default_response_timeout` is read as minutes by multi-model-server 1.1.
-        "default_response_timeout_seconds": settings.response_timeout_s,
-        "max_request_size": settings.max_payload_bytes,
-        "max_response_size": settings.max_payload_bytes,
-        "decode_input_request": "false",
-        "preload_model": "false",
-    }
-    return "".join(f"{key}={value}\n" for key, value in properties.items())
-
-
-def model_server_env(settings: contract.ServeSettings, runtime: Path) -> dict[str, str]:
-    """The server's environment: private temp dirs, the thread budget, resolved settings.
-
-    The workers run this interpreter, where the serving package is installed: they need
-    no import path of their own.
-    """
-    return {
-        **os.environ,
-        "TMPDIR": str(runtime),
-        "TEMP": str(runtime),
-        "LOG_LOCATION": str(runtime / "logs"),
-        "METRICS_LOCATION": str(runtime / "logs"),
-        contract.STATE_DIR_ENV: str(runtime),
-        contract.PRELOAD_SOCKET_ENV: str(runtime / PRELOAD_SOCKET),
-        contract.TORCH_THREADS_ENV: str(settings.torch_threads),
-        "PYTHONUNBUFFERED": "1",
-    }
+    return launcher if settings.preload and launcher.is_file() else None
 
 
 def ping_status(port: int) -> str | None:

@@ -81,7 +81,7 @@ def test_model_server_config(tmp_path: Path) -> None:
     settings = contract.read_settings(
         {"SAGEMAKER_BIND_TO_PORT": "9090", "SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cores=4
     )
-    lines = server.mms_properties(settings, tmp_path).splitlines()
+    lines = frontend.mms_properties(settings, tmp_path).splitlines()
     properties = dict(line.split("=", 1) for line in lines)
     assert properties["inference_address"] == "http://0.0.0.0:9090"
     assert properties["management_address"] == f"unix:{tmp_path / 'management.sock'}"
@@ -98,7 +98,7 @@ def test_model_server_env_isolates_each_server(
 ) -> None:
     monkeypatch.delenv("PYTHONPATH", raising=False)
     settings = contract.read_settings({"SAGEMAKER_MODEL_SERVER_WORKERS": "2"}, cores=4)
-    env = server.model_server_env(settings, tmp_path)
+    env = frontend.model_server_env(settings, tmp_path)
     assert env["TMPDIR"] == env["TEMP"] == env[contract.STATE_DIR_ENV] == str(tmp_path)
     assert env["OMP_NUM_THREADS"] == "2"
     assert "PYTHONPATH" not in env  # workers import the installed serving package
@@ -238,7 +238,7 @@ def test_multi_model_config_shares_the_port_with_the_management_api(tmp_path: Pa
         {"SAGEMAKER_MULTI_MODEL": "true", "SAGEMAKER_BIND_TO_PORT": "9090"}, cores=2, gpus=0
     )
     properties = dict(
-        line.split("=", 1) for line in server.mms_properties(settings, tmp_path).splitlines()
+        line.split("=", 1) for line in frontend.mms_properties(settings, tmp_path).splitlines()
     )
     assert (
         properties["inference_address"] == properties["management_address"] == "http://0.0.0.0:9090"
@@ -249,7 +249,7 @@ def test_multi_model_config_shares_the_port_with_the_management_api(tmp_path: Pa
 def test_the_gpu_count_reaches_the_model_server(tmp_path: Path) -> None:
     settings = contract.read_settings({}, cores=8, gpus=2)
     properties = dict(
-        line.split("=", 1) for line in server.mms_properties(settings, tmp_path).splitlines()
+        line.split("=", 1) for line in frontend.mms_properties(settings, tmp_path).splitlines()
     )
     assert (properties["number_of_gpu"], properties["default_workers_per_model"]) == ("2", "2")
 
@@ -343,8 +343,19 @@ def test_vmargs_replace_the_start_up_flags(tmp_path: Path) -> None:
 
 def test_workers_get_the_preload_socket_unless_preloading_is_off(tmp_path: Path) -> None:
     settings = contract.read_settings({}, cores=2, gpus=0)
-    env = server.model_server_env(settings, tmp_path)
-    assert env[contract.PRELOAD_SOCKET_ENV] == str(tmp_path / server.PRELOAD_SOCKET)
-    assert server.backend_python(settings).endswith("serve-backend")
+    env = frontend.model_server_env(settings, tmp_path)
+    assert env[contract.PRELOAD_SOCKET_ENV] == str(tmp_path / frontend.PRELOAD_SOCKET)
+    launcher = server.preload_launcher(settings)
+    assert launcher is not None and launcher.name == "serve-backend"
     off = contract.read_settings({"SERVING_PRELOAD": "false"}, cores=2, gpus=0)
-    assert server.backend_python(off) == sys.executable
+    assert server.preload_launcher(off) is None  # multi-model-server runs plain python
+
+
+def test_nothing_is_preloaded_without_the_launcher_to_reach_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A preloaded process that no launcher connects to would only hold memory."""
+    settings = contract.read_settings({}, cores=2, gpus=0)
+    assert settings.preload
+    monkeypatch.setattr(server.sys, "executable", str(tmp_path / "python"))  # no serve-backend
+    assert server.preload_launcher(settings) is None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import shutil
 import subprocess
@@ -49,6 +50,18 @@ def test_java_comes_from_java_home_or_the_path(tmp_path: Path) -> None:
     assert frontend.java_executable({"JAVA_HOME": str(tmp_path)}) == tmp_path / "bin" / "java"
     with pytest.raises(frontend.FrontendError, match="JAVA_HOME"):
         frontend.java_executable({"JAVA_HOME": str(tmp_path / "nowhere")})
+
+
+def test_the_frontend_never_imports_the_server() -> None:
+    """server imports frontend, so importing server here would be a cycle, even inside a
+    function: test_packaging's cycle test skips those as lazy and can't see it."""
+    imported = set()
+    for node in ast.walk(ast.parse(Path(frontend.__file__).read_text())):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+    assert "serving.server" not in imported
 
 
 # Feeds one worker answer to a decoder in two pieces, split at every byte; prints how many

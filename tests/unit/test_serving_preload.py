@@ -5,15 +5,18 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from serving import contract
+from serving import contract, preload
 
 # Reports how it was run, then exits with the code given as its first argument.
 SCRIPT = """
@@ -125,3 +128,60 @@ def test_without_a_preloaded_process_the_launcher_runs_python_itself(
         socket_path.write_text("")  # a leftover file: connecting is refused at once
     code, report = run(socket_path, [str(script), "4"], cwd=tmp_path)
     assert (code, report["preloaded"]) == (4, False)
+
+
+def fake_preloaded(socket_path: Path, answers: bytes, unread: int = 0) -> threading.Thread:
+    """A preloaded process that takes one launcher's request but for its last `unread`
+    bytes, sends `answers` and goes away (b"": before forking; b"\\x01": after forking,
+    without the child's status). Bytes left unread make the launcher's next read fail
+    (ECONNRESET) instead of seeing the end of the stream."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(socket_path))
+    listener.listen(1)
+
+    def serve() -> None:
+        with listener, listener.accept()[0] as connection:
+            header, streams, _, _ = socket.recv_fds(connection, 4, 3)
+            for descriptor in streams:
+                os.close(descriptor)
+            (length,) = struct.unpack("!I", header)
+            received = b""
+            while len(received) < length - unread:
+                received += connection.recv(length - unread - len(received))
+            connection.sendall(answers)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(
+    ("answers", "unread", "code", "falls_back"),
+    [
+        (b"", 0, 1, True),  # never forked: python runs here instead
+        (b"", 1, 1, True),
+        # Forked, then the preloaded process died: the child runs the worker; the launcher
+        # only reports the failure.
+        (b"\x01", 0, 1, False),
+        (b"\x01", 1, 1, False),
+        (b"\x01" + struct.pack("!i", 7), 0, 7, False),
+    ],
+)
+def test_the_launcher_falls_back_to_python_only_before_the_child_is_forked(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    answers: bytes,
+    unread: int,
+    code: int,
+    falls_back: bool,
+) -> None:
+    """A fallback after the fork would start a second worker with the same arguments."""
+    socket_path = tmp_path / "preload.sock"
+    server = fake_preloaded(socket_path, answers, unread)
+    executed: list[list[str]] = []
+    monkeypatch.setattr(preload.os, "execv", lambda path, argv: executed.append(argv))
+    monkeypatch.setenv(contract.PRELOAD_SOCKET_ENV, str(socket_path))
+    assert preload.launch(["worker.py", "--sock-name", "x"]) == code
+    server.join(timeout=10)
+    expected = [[sys.executable, "worker.py", "--sock-name", "x"]] if falls_back else []
+    assert executed == expected

@@ -7,9 +7,7 @@ the same packages); SAGEMAKER_BASE_DIR points them at a folder laid out like /op
 from __future__ import annotations
 
 import os
-import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,6 +18,7 @@ from launch.local import client
 from launch.local.jobdir import host_dirs, host_names, layout_job_dir, layout_serving_dir
 from model_artifact.config import CONFIG_FILE
 from serving.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV, MULTI_MODEL_ENV
+from serving.frontend import free_port  # one rule for ports; tests import it from here
 from trainer.contract import MASTER_ADDR_ENV, MASTER_PORT_ENV
 
 DEFAULT_SERVE_PORT = 8080
@@ -94,19 +93,6 @@ def train(data: Path, job_dir: Path, hyperparameters: dict[str, str], hosts: int
         return wait_for_hosts(processes)
     except KeyboardInterrupt:  # the terminal sent SIGINT to every host as well
         return wait_for_hosts(processes)
-
-
-def free_port() -> int:
-    """A free TCP port below 32767, the highest multi-model-server 1.1 accepts."""
-    for _ in range(200):
-        port = random.randint(20000, 32000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("0.0.0.0", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port found between 20000 and 32000")
 
 
 def serving_environment(base_dir: Path, port: int) -> dict[str, str]:

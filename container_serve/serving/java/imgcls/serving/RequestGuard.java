@@ -25,7 +25,7 @@ import io.netty.util.ReferenceCountUtil;
  *       multi-model-server decodes such a body as form fields before any handler runs, and
  *       answers bytes that are no valid form (any JPEG) with a 500 that quotes the body.
  *       curl -d and urllib send this type when the client names none.
- *   <li>GET /execution-parameters (Batch Transform), when `serve` gives an answer for it.
+ *   <li>GET /execution-parameters (Batch Transform): the answer `serve` gives.
  * </ul>
  *
  * Everything else passes through untouched.
@@ -70,9 +70,7 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
             return false; // multi-model-server answers malformed requests itself
         }
         String path = new QueryStringDecoder(request.uri()).path();
-        if (settings.executionParameters != null
-                && HttpMethod.GET.equals(request.method())
-                && "/execution-parameters".equals(path)) {
+        if (HttpMethod.GET.equals(request.method()) && "/execution-parameters".equals(path)) {
             respond(ctx, request, HttpResponseStatus.OK, settings.executionParameters);
         } else if (HttpUtil.getContentLength(request, -1L) > settings.maxRequestBytes) {
             respond(ctx, request, HttpResponseStatus.REQUEST_ENTITY_TOO_LARGE, settings.tooLargeBody);

@@ -14,7 +14,7 @@ final class Settings {
     final String tooLargeBody;
     /** JSON body of the 415 answer to a form or multipart body sent for inference. */
     final String formBody;
-    /** JSON body of GET /execution-parameters, or null to leave that route alone. */
+    /** JSON body of GET /execution-parameters (Batch Transform). */
     final String executionParameters;
     /** Multi-model endpoints: models held at once (0: no limit), and the 507 body beyond. */
     final int maxModels;
@@ -47,7 +47,7 @@ final class Settings {
                 Long.parseLong(required("serving.max_request_bytes")),
                 required("serving.too_large_body"),
                 required("serving.form_body"),
-                System.getProperty("serving.execution_parameters"),
+                required("serving.execution_parameters"),
                 Integer.parseInt(required("serving.max_models")),
                 required("serving.model_limit_body"));
     }
