@@ -64,6 +64,8 @@ for job in "serve:$serve_build" "train:$train_build"; do
 done
 step "images built"
 
+# Both images and their build cache: the engine's peak of disk (the push test prunes the cache).
+printf 'engine data after the builds: %s\n' "$(du -sh "$state" | cut -f1)" >&2
 for image in "$TRAIN_IMAGE" "$SERVE_IMAGE"; do
   printf '%s: %s bytes\n' "$image" "$(docker image inspect --format '{{.Size}}' "$image")" >&2
 done
@@ -72,5 +74,3 @@ export TEST_IMAGES_TRAIN=$TRAIN_IMAGE TEST_IMAGES_SERVE=$SERVE_IMAGE
 export TEST_IMAGES_STAND_INS="${stand_ins[*]}"
 "$@"
 step "tests passed"
-# The images, the build cache and what the tests left: about the run's peak of disk.
-printf 'engine data: %s\n' "$(du -sh "$state" | cut -f1)" >&2
