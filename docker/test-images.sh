@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test-images`: build both images from docker/*.Dockerfile on a private Docker engine,
 # run TEST_COMMAND (the container tests) against them, print their sizes, then remove
-# everything and stop the engine. Debian 12, as root; 28 GB of disk at its peak.
+# everything and stop the engine. Debian 12, as root; about 30 GB of free disk.
 #   docker/test-images.sh TEST_COMMAND [ARG...]
 #
 # It needs to reach only Debian's archive and PyPI: build arguments put, in place of what
