@@ -14,7 +14,10 @@ from model_artifact.config import (
     CONFIG_FILE,
     FORMAT_VERSION,
     ArtifactError,
+    Int8Agreement,
     ModelConfig,
+    OnnxExport,
+    OnnxInt8,
     read_config,
     write_config,
 )
@@ -116,3 +119,26 @@ def test_export_then_load_gives_the_same_network(tmp_path: Path) -> None:
     images = torch.randn(5, 3, 32, 32)  # another batch size than traced: it is dynamic
     with torch.no_grad():
         assert torch.equal(loaded(images), network(images))
+
+
+def test_onnx_section_round_trips_and_is_checked(tmp_path: Path) -> None:
+    agreement = Int8Agreement(images=8, top1=0.875, max_prob_diff=0.1, per_class_top1={"cat": 0.75})
+    config = ModelConfig(
+        classes=("cat", "dog"),
+        preprocessing=Preprocessing.for_image_size(32),
+        onnx=OnnxExport(check_max_abs_diff=1e-6, int8=OnnxInt8("model.int8.onnx", 4, agreement)),
+    )
+    write_config(tmp_path, config)
+    (tmp_path / config.model_file).write_bytes(b"")
+    assert read_config(tmp_path) == config
+    assert config.onnx is not None and config.onnx.int8 is not None
+    assert config.onnx.int8.agreement.worst_class_top1 == 0.75
+    document = json.loads((tmp_path / CONFIG_FILE).read_text())
+    document["onnx"]["int8"]["agreement"]["top1"] = 1.5
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="top1"):
+        read_config(tmp_path)
+    document["onnx"] = {"file": "../model.onnx"}
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(document))
+    with pytest.raises(ArtifactError, match="file name"):
+        read_config(tmp_path)
