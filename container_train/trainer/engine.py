@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 import torch
@@ -97,11 +97,39 @@ def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     return torch.randperm(size, generator=generator).tolist()
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """The readable items of an evaluation pass: their positions in the channel, true labels
+    and logits (on the CPU), for the end-of-job evaluation and the macro F1 metric."""
+
+    indices: torch.Tensor
+    labels: torch.Tensor
+    logits: torch.Tensor
+
+    @classmethod
+    def of_batches(
+        cls, batches: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+    ) -> Predictions:
+        if not batches:
+            return cls(
+                torch.zeros(0, dtype=torch.int64),
+                torch.zeros(0, dtype=torch.int64),
+                torch.zeros(0, 0),
+            )
+        indices, labels, logits = (torch.cat(parts).cpu() for parts in zip(*batches, strict=True))
+        return cls(indices, labels, logits.float())
+
+    def predicted(self) -> torch.Tensor:
+        """The top-1 class of each item."""
+        return self.logits.argmax(1) if len(self.labels) else self.labels
+
+
 @dataclass
 class Result:
     loss: float
     accuracy: float
     count: int
+    predictions: Predictions | None = None  # kept by the evaluation passes
 
 
 class Meter:
@@ -158,14 +186,19 @@ def train_one_epoch(
 
 @torch.inference_mode()
 def evaluate(head: nn.Module, batches: Iterator[Batch], criterion: nn.Module) -> Result:
+    """Loss and accuracy of a pass over a whole channel in order, and its predictions."""
     head.eval()
     meter = Meter()
+    kept, position = [], 0
     for all_features, all_labels in batches:
         features, labels = _readable(all_features, all_labels)
         if len(labels):
             logits = head(features)
             meter.update(criterion(logits, labels), logits, labels)
-    return meter.result()
+            indices = torch.nonzero(all_labels != UNREADABLE)[:, 0] + position
+            kept.append((indices, labels, logits))
+        position += len(all_labels)
+    return replace(meter.result(), predictions=Predictions.of_batches(kept))
 
 
 # ------------------------------------------------------- training the last backbone stages
@@ -256,9 +289,36 @@ def evaluate_stages(
     criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
     sums = Sums()
     mine = list(range(len(source)))[cluster.rank :: cluster.world_size]
-    for inputs, batch_labels in source.batches_of(batch_groups(mine, batch_size)):
+    kept = []
+    groups = batch_groups(mine, batch_size)
+    for group, (inputs, batch_labels) in zip(groups, source.batches_of(groups), strict=True):
         labels = batch_labels.to(runtime.device)
         with runtime.training_autocast():
             logits = model(inputs.to(runtime.device, non_blocking=True)).float()
         sums.add(float(criterion(logits, labels)), logits, labels)
-    return sums.result(cluster)
+        readable = labels != UNREADABLE
+        kept.append((torch.as_tensor(group)[readable.cpu()], labels[readable], logits[readable]))
+    predictions = shared_predictions(Predictions.of_batches(kept), len(source), cluster)
+    return replace(sums.result(cluster), predictions=predictions)
+
+
+def shared_predictions(mine: Predictions, size: int, cluster: Cluster) -> Predictions:
+    """Every worker's predictions of a pass, on every worker, in channel order.
+
+    One all-reduce of a (size, 2 + classes) table: each worker fills its own items' rows
+    (a flag, the label, the logits), the sum holds every item once.
+    """
+    if not cluster.distributed:
+        return mine
+    # A worker without items has no logits to tell the width: the others' mean tells it.
+    width, workers = cluster.sum([float(mine.logits.shape[1]), float(mine.logits.shape[1] > 0)])
+    classes = round(width / workers)
+    table = torch.zeros(size, 2 + classes, dtype=torch.float64)
+    table[mine.indices, 0] = 1.0
+    table[mine.indices, 1] = mine.labels.double()
+    table[mine.indices, 2:] = mine.logits.double()
+    summed = torch.tensor(cluster.sum(table.flatten().tolist())).view(size, 2 + classes)
+    present = summed[:, 0] > 0
+    return Predictions(
+        torch.nonzero(present)[:, 0], summed[present, 1].long(), summed[present, 2:].float()
+    )

@@ -42,6 +42,7 @@ from trainer.data import Channel, check_unreadable, scan_channel
 from trainer.debugger import Debugger, create_debugger
 from trainer.engine import (
     FeatureSource,
+    Predictions,
     Result,
     batch_groups,
     epoch_order,
@@ -50,6 +51,8 @@ from trainer.engine import (
     train_one_epoch,
     train_stages_epoch,
 )
+from trainer.evaluation import macro_f1
+from trainer.evaluation_outputs import write_outputs
 from trainer.features import prepare_features, prepare_stage_features
 from trainer.history import write_history
 from trainer.hyperparameters import Hyperparameters, parse_hyperparameters, trajectory_settings
@@ -115,7 +118,9 @@ def train_head(
     training = Training(hp, model.head, optimizer, sources, channels, paths, create_debugger(paths))
     training.fit()
     test = training.test()
+    evaluated = training.evaluated(test)
     export(hp, model, channels, preprocessing, paths, training, test)
+    training.write_evaluation(evaluated, preprocessing)
 
 
 def fine_tune(
@@ -149,9 +154,11 @@ def fine_tune(
     )
     training.fit()
     test = training.test()
+    evaluated = training.evaluated(test)  # every worker: a pass over valid is shared
     if cluster.is_leader:
         model = ImageClassifier(nn.Sequential(front, stages.folded()), head)
         export(hp, model, channels, preprocessing, paths, training, test)
+        training.write_evaluation(evaluated, preprocessing)
 
 
 def export(
@@ -233,6 +240,9 @@ class Training:
     best: BestEpoch | None = None
     stale_epochs: int = 0
     scalars: Scalars | None = None  # the leader's TensorBoard event file
+    # The best epoch's valid pass, for the end-of-job evaluation (not checkpointed: a job
+    # resumed after its best epoch evaluates valid again).
+    best_valid: Result | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -315,6 +325,7 @@ class Training:
         if self.best is None or valid.loss < self.best.valid_loss:
             weights = {k: v.detach().cpu().clone() for k, v in self.trained.state_dict().items()}
             self.best = BestEpoch(epoch, valid.loss, weights)
+            self.best_valid = valid
             self.stale_epochs = 0
         else:
             self.stale_epochs += 1
@@ -367,6 +378,31 @@ class Training:
             assert self.best is not None
             self.scalars.add(self.best.epoch, _tagged(_named("test", result)))
         return result
+
+    def evaluated(self, test: Result | None) -> tuple[str, Predictions]:
+        """The channel the end-of-job evaluation reports on (test, else valid) and the best
+        weights' predictions on it, from a pass that already ran where there was one."""
+        if test is not None:
+            result = test
+        else:
+            result = self.best_valid if self.best_valid is not None else self.evaluate("valid")
+        assert result.predictions is not None  # the evaluation passes keep them
+        return ("test" if test is not None else "valid"), result.predictions
+
+    def write_evaluation(
+        self, evaluated: tuple[str, Predictions], preprocessing: Preprocessing
+    ) -> None:
+        """The evaluation's files in output/data and its TensorBoard summaries (the leader)."""
+        name, predictions = evaluated
+        assert self.best is not None
+        write_outputs(
+            self.channels[name],
+            predictions,
+            preprocessing,
+            self.paths.output_data_dir,
+            self.scalars,
+            self.best.epoch,
+        )
 
     def final_metrics(self, test: Result | None) -> dict[str, float]:
         """The best epoch's metrics (the exported weights are that epoch's), and test's."""
@@ -433,4 +469,10 @@ def _tagged(metrics: dict[str, float]) -> dict[str, float]:
 
 
 def _named(split: str, result: Result) -> dict[str, float]:
-    return {f"{split}_loss": result.loss, f"{split}_accuracy": result.accuracy}
+    named = {f"{split}_loss": result.loss, f"{split}_accuracy": result.accuracy}
+    if result.predictions is not None:  # evaluation passes: the macro F1 too
+        predictions = result.predictions
+        named[f"{split}_macro_f1"] = macro_f1(
+            predictions.labels.numpy(), predictions.predicted().numpy()
+        )
+    return named

@@ -20,8 +20,11 @@ METRIC_DEFINITIONS: list[dict[str, Any]] = [
     {"Name": "train:accuracy", "Regex": rf"\btrain_accuracy={_NUMBER}"},
     {"Name": "valid:loss", "Regex": rf"\bvalid_loss={_NUMBER}"},
     {"Name": "valid:accuracy", "Regex": rf"\bvalid_accuracy={_NUMBER}"},
+    # Macro F1 (the mean of the per-class F1): what accuracy hides with imbalanced classes.
+    {"Name": "valid:macro_f1", "Regex": rf"\bvalid_macro_f1={_NUMBER}"},
     {"Name": "test:loss", "Regex": rf"\btest_loss={_NUMBER}"},
     {"Name": "test:accuracy", "Regex": rf"\btest_accuracy={_NUMBER}"},
+    {"Name": "test:macro_f1", "Regex": rf"\btest_macro_f1={_NUMBER}"},
 ]
 
 

@@ -1,4 +1,5 @@
-"""TensorBoard scalars: losses, accuracies and learning rates per epoch, without Debugger.
+"""TensorBoard scalars (losses, accuracies, learning rates per epoch) and the evaluation's
+images, without Debugger.
 
 SageMaker uploads <base>/output/tensorboard while the job runs when the job has a
 TensorBoardOutputConfig; TensorBoard, SageMaker's TensorBoard app and `report` read it.
@@ -8,7 +9,8 @@ the `tensorboard` package in the image and adds about 0.8 s of imports to every 
 tenth of a tuning trial that finds its features cached). Scalars need little of the
 format: TFRecord framing (length, payload, masked CRC-32C of each) around `Event`
 protocol buffers (tensorflow/core/util/event.proto) holding `Summary.Value`s with a tag
-and a simple_value. A test reads the file back with TensorBoard's own reader.
+and a simple_value, or an encoded PNG (tensorflow/core/framework/summary.proto). A test
+reads the file back with TensorBoard's own reader.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from functools import cache
 from pathlib import Path
 
 FILE_VERSION = b"brain.Event:2"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @cache
@@ -80,6 +83,17 @@ def _summary(values: Mapping[str, float]) -> bytes:
     return _length_delimited(5, summary)
 
 
+def _image_summary(tag: str, png: bytes) -> bytes:
+    """Event.summary = 5: Summary{value = 1: Value{tag = 1, image = 4: Image{height = 1,
+    width = 2, colorspace = 3 (4: RGBA), encoded_image_string = 4}}}."""
+    width, height = struct.unpack(">II", png[16:24])  # the PNG's IHDR chunk
+    image = (
+        b"\x08" + _varint(height) + b"\x10" + _varint(width) + b"\x18" + _varint(4)
+    ) + _length_delimited(4, png)
+    value = _length_delimited(1, tag.encode()) + _length_delimited(4, image)
+    return _length_delimited(5, _length_delimited(1, value))
+
+
 class Scalars:
     """An event file in `log_dir`; every `add` is flushed, so an upload sees it at once."""
 
@@ -90,5 +104,14 @@ class Scalars:
             handle.write(_record(_event(0, time.time(), _length_delimited(3, FILE_VERSION))))
 
     def add(self, step: int, values: Mapping[str, float]) -> None:
+        self._write(step, _summary(values))
+
+    def add_image(self, step: int, tag: str, png: bytes) -> None:
+        """A PNG file's bytes, shown in TensorBoard's Images tab."""
+        if not png.startswith(PNG_SIGNATURE):
+            raise ValueError(f"the image for {tag!r} is not a PNG")
+        self._write(step, _image_summary(tag, png))
+
+    def _write(self, step: int, body: bytes) -> None:
         with self.path.open("ab") as handle:
-            handle.write(_record(_event(step, time.time(), _summary(values))))
+            handle.write(_record(_event(step, time.time(), body)))

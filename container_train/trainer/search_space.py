@@ -34,4 +34,5 @@ class Objective:
 OBJECTIVES = {
     "valid_accuracy": Objective("valid:accuracy", "Maximize"),
     "valid_loss": Objective("valid:loss", "Minimize"),
+    "valid_macro_f1": Objective("valid:macro_f1", "Maximize"),  # imbalanced classes
 }
