@@ -19,6 +19,7 @@ DPI = 100
 MAX_SHOWN_MISTAKES = 36
 MISTAKE_COLUMNS = 6
 MISTAKE_CELL_INCHES = (2.4, 2.9)  # width, height of one thumbnail and its caption
+TITLE_INCHES = 0.4
 # Cells carry "count / share" up to this many classes, the count alone above it.
 ANNOTATED_SHARES_UP_TO = 15
 LABEL_CHARACTERS = 24  # longer class names are shortened on the axes
@@ -42,7 +43,7 @@ def confusion_figure_inches(classes: int) -> tuple[float, float]:
 def mistakes_figure_inches(shown: int) -> tuple[float, float]:
     columns = max(1, min(MISTAKE_COLUMNS, shown))
     rows = max(1, math.ceil(shown / columns))
-    return columns * MISTAKE_CELL_INCHES[0], rows * MISTAKE_CELL_INCHES[1] + 0.4
+    return columns * MISTAKE_CELL_INCHES[0], rows * MISTAKE_CELL_INCHES[1] + TITLE_INCHES
 
 
 def _short(name: str) -> str:
@@ -92,9 +93,8 @@ def plot_mistakes(
     shown = list(zip(mistakes, thumbnails, strict=True))[:MAX_SHOWN_MISTAKES]
     columns = max(1, min(MISTAKE_COLUMNS, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=mistakes_figure_inches(len(shown)), dpi=DPI, squeeze=False
-    )
+    inches = mistakes_figure_inches(len(shown))
+    figure, axes = plt.subplots(rows, columns, figsize=inches, dpi=DPI, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
     for axis, (mistake, thumbnail) in zip(axes.flat, shown, strict=False):
@@ -108,6 +108,6 @@ def plot_mistakes(
     if not shown:
         title = f"{channel}: no wrong predictions"
     figure.suptitle(title)
-    figure.tight_layout()
+    figure.tight_layout(rect=(0, 0, 1, 1 - TITLE_INCHES / inches[1]))  # the title's band
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
