@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from launch.evaluation import job_files, print_evaluation
 from launch.local import client, processes
 from launch.synthetic_images import make_dataset
 from model_artifact.config import read_config
@@ -42,7 +43,8 @@ def train_step(data: Path | None, work_dir: Path) -> Path:
     config = read_config(paths.model_dir)
     print(f"\nmodel:            {paths.model_dir} (classes {list(config.classes)})")
     print(f"metrics, curves:  {paths.output_data_dir}")
-    print(f"final metrics:    {config.metrics}")
+    print(f"final metrics:    {config.metrics}\n")
+    print_evaluation(job_files(paths.output_data_dir))
     return paths.model_dir
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import shutil
 import tarfile
@@ -18,6 +19,7 @@ from launch.cloud.report import profiler_report_uri, rule_statuses
 from launch.synthetic_images import make_dataset
 from support.aws_emulator import emulator_env, moto_server
 from support.jobs import train_tiny, write_debug_hook_config
+from trainer.evaluation import EVALUATION_FILE, OUTPUT_FILES, format_class_table
 from trainer.metrics import parse_metrics
 
 pytestmark = pytest.mark.contract
@@ -74,6 +76,18 @@ def test_report_on_a_local_job_plots_train_and_eval_loss(
     assert "rules: none evaluated" in out
     assert png.read_bytes().startswith(PNG_MAGIC)
     assert png.stat().st_size > 10_000
+    assert_evaluation_beside(
+        png, trained_job.job_dir.name, trained_job.job_dir / "output" / "data", out
+    )
+
+
+def assert_evaluation_beside(png: Path, job: str, output_data: Path, out: str) -> None:
+    """The job's evaluation files are copied beside the loss plot and its table printed."""
+    for name in OUTPUT_FILES:
+        copied = png.parent / f"{job}-{name}"
+        assert copied.read_bytes() == (output_data / name).read_bytes(), name
+    table = format_class_table(json.loads((output_data / EVALUATION_FILE).read_text()))
+    assert table in out
 
 
 def test_report_without_losses_is_one_line(
@@ -242,17 +256,22 @@ def test_report_on_a_sagemaker_job_without_debugger_reads_s3(
             create_training_job(sagemaker, job, **extra)
             artifacts = sagemaker.describe_training_job(TrainingJobName=job)["ModelArtifacts"]
             archive = io.BytesIO()
+            output_data = trained_job.job_dir / "output" / "data"
             with tarfile.open(fileobj=archive, mode="w:gz") as tar:
-                tar.add(trained_job.job_dir / "output" / "data" / "metrics.json", "metrics.json")
+                for name in ("metrics.json", *OUTPUT_FILES):
+                    tar.add(output_data / name, name)
             bucket, _, key = artifacts["S3ModelArtifacts"].removeprefix("s3://").partition("/")
             s3.put_object(
                 Bucket=bucket,
                 Key=key.replace("model.tar.gz", "output.tar.gz"),
                 Body=archive.getvalue(),
             )
-            code = cloud.main(["report", "--job", job, "--plot", str(tmp_path / f"{job}.png")])
+            png = tmp_path / job / "loss.png"
+            code = cloud.main(["report", "--job", job, "--plot", str(png)])
             out, err = capsys.readouterr()
             assert code == 0, err
             source = "TensorBoard events" if tensorboard else "metrics.json"
             assert re.search(rf"^loss curves from {source}: s3://{BUCKET}/", out, re.M), out
             assert epoch_line(out, "train")[0] == 2
+            # The output archive's evaluation, beside the loss plot.
+            assert_evaluation_beside(png, job, output_data, out)

@@ -7,7 +7,8 @@ The curves come from the first source the job has, and the report says which:
 3. its `metrics.json` (per epoch; in the job's output.tar.gz on SageMaker).
 Sources are a SageMaker job (S3) or a local job directory (`scripts/local.py train`; for a
 multi-host run, the leader's OUT/algo-1). Lists the Debugger and profiler rules' verdicts
-and points to the profiler report.
+and points to the profiler report. The job's end-of-job evaluation (from output/data, or
+its output.tar.gz) is copied beside the loss plot and its per-class table printed.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from pathlib import Path
 from typing import Any
 
 from launch.cloud.settings import CloudError, shown_path, split_s3_uri
+from launch.evaluation import print_evaluation
 from trainer.contract import TrainingPaths
+from trainer.evaluation import OUTPUT_FILES
 
 LOCAL_HOOK_CONFIG = Path("input") / "config" / "debughookconfig.json"
 LOCAL_TENSORS = Path("output") / "tensors"  # the hook's default LocalPath under the job dir
@@ -203,22 +206,42 @@ def read_metrics_file(location: str) -> LossCurves:
 
 
 def _read_metrics_text(location: str) -> str | None:
-    if not location.startswith("s3://"):
-        path = Path(location)
-        return path.read_text() if path.is_file() else None
+    found = read_output_files(location, [METRICS_FILE])
+    return found[METRICS_FILE].decode() if METRICS_FILE in found else None
+
+
+def read_output_files(metrics_location: str, names: list[str]) -> dict[str, bytes]:
+    """Those of the job's output data files `names` that exist, from the folder of its
+    metrics.json, or (s3) from the output.tar.gz at `metrics_location`."""
+    if not metrics_location.startswith("s3://"):
+        folder = Path(metrics_location).parent
+        return {name: (folder / name).read_bytes() for name in names if (folder / name).is_file()}
     import boto3  # noqa: PLC0415
 
-    bucket, key = split_s3_uri(location)
+    bucket, key = split_s3_uri(metrics_location)
     s3 = boto3.client("s3")
     try:
         archive = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
     except s3.exceptions.NoSuchKey:
-        return None
+        return {}
+    found = {}
     with tarfile.open(fileobj=io.BytesIO(archive)) as members:
         for member in members.getmembers():
-            if Path(member.name).name == METRICS_FILE and (handle := members.extractfile(member)):
-                return handle.read().decode()
-    return None
+            name = Path(member.name).name
+            if name in names and (handle := members.extractfile(member)):
+                found[name] = handle.read()
+    return found
+
+
+def save_evaluation(info: JobDebugInfo, folder: Path, prefix: str) -> dict[str, Path]:
+    """The job's evaluation files, written into `folder` as PREFIX-NAME; by name."""
+    found = read_output_files(info.metrics, list(OUTPUT_FILES)) if info.metrics else {}
+    saved = {}
+    for name, content in found.items():
+        saved[name] = folder / f"{prefix}-{name}"
+        saved[name].parent.mkdir(parents=True, exist_ok=True)
+        saved[name].write_bytes(content)
+    return saved
 
 
 def _download_prefix(location: str, folder: Path, containing: str) -> int:
@@ -314,4 +337,5 @@ def report(job: str, info: JobDebugInfo, png: Path) -> LossCurves:
         print(f"profiler report: {info.profiler_report}")
     if info.console_url:
         print(f"console: {info.console_url}")
+    print_evaluation(save_evaluation(info, png.parent, job))
     return curves

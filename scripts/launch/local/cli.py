@@ -17,8 +17,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from launch.evaluation import job_files, print_evaluation
 from launch.local import client, processes
+from launch.local.jobdir import host_dirs
 from launch.options import hyperparameter_flags
+from trainer.contract import TrainingPaths
 from trainer.search_space import OBJECTIVES
 
 DEFAULT_PORT = processes.DEFAULT_SERVE_PORT
@@ -128,6 +131,16 @@ def add_tune_parser(commands: Any) -> None:
     tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
 
 
+def train(data: Path, job_dir: Path, hyperparameters: dict[str, str], hosts: int) -> int:
+    """The training job; when it succeeds, where its evaluation is and the per-class table."""
+    exit_code = processes.train(data, job_dir, hyperparameters, hosts)
+    if exit_code == 0:
+        leader = host_dirs(job_dir, hosts)[0]
+        print()
+        print_evaluation(job_files(TrainingPaths(leader).output_data_dir))
+    return exit_code
+
+
 def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
     if args.multi_model != (args.models_dir is not None) or args.multi_model == (
         args.model_dir is not None
@@ -151,7 +164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--hosts takes a number >= 1")
         if args.workers_per_host is not None:
             hyperparameters["workers_per_host"] = str(args.workers_per_host)
-        return processes.train(args.data, args.job_dir, hyperparameters, args.hosts)
+        return train(args.data, args.job_dir, hyperparameters, args.hosts)
     if args.command == "serve":
         return serve(parser, args)
     if args.command == "invoke":
