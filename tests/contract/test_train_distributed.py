@@ -26,6 +26,7 @@ from support.jobs import (
 )
 from trainer.checkpoint import CHECKPOINT_FILE
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
+from trainer.evaluation import EVALUATION_FILE, OUTPUT_FILES
 
 pytestmark = pytest.mark.contract
 
@@ -63,6 +64,10 @@ def _config(job_dir: Path) -> dict:
     return json.loads((job_dir / "model" / "model_config.json").read_text())
 
 
+def _evaluation(job_dir: Path) -> dict:
+    return json.loads((TrainingPaths(job_dir).output_data_dir / EVALUATION_FILE).read_text())
+
+
 def test_two_hosts_compute_the_features_and_head_of_one_process(
     data: Path, one_process: Path, tmp_path: Path
 ) -> None:
@@ -85,6 +90,13 @@ def test_two_hosts_compute_the_features_and_head_of_one_process(
     assert not (other / "checkpoints").exists()
     assert not (TrainingPaths(other).output_data_dir / "metrics.json").exists()
     assert not TrainingPaths(other).tensorboard_dir.exists()
+    # The evaluation is written once, by the leader, and is one process's.
+    leader_report, one_report = _evaluation(leader), _evaluation(one_process)
+    assert leader_report["confusion_matrix"] == one_report["confusion_matrix"]
+    assert leader_report["per_class"] == one_report["per_class"]  # ratios of equal counts
+    for name in OUTPUT_FILES:
+        assert (TrainingPaths(leader).output_data_dir / name).is_file(), name
+        assert not (TrainingPaths(other).output_data_dir / name).exists(), name
     assert any(TrainingPaths(leader).tensorboard_dir.iterdir())
 
 
@@ -105,6 +117,13 @@ def test_two_workers_fine_tune_layer4_like_one_process(data: Path, tmp_path: Pat
         _config(tmp_path / "one")["metrics"], rel=1e-4
     )
     assert _config(tmp_path / "two")["architecture"]["trained"].startswith("layer4")
+    # Every worker's share of the test pass reaches the leader's evaluation.
+    one_report, two_report = _evaluation(tmp_path / "one"), _evaluation(tmp_path / "two")
+    assert two_report["items"] == one_report["items"] == 20
+    assert two_report["confusion_matrix"] == one_report["confusion_matrix"]
+    assert two_report["calibration"]["ece"] == pytest.approx(
+        one_report["calibration"]["ece"], abs=1e-4
+    )
 
 
 def _checkpoint_epoch(job_dir: Path) -> int:
