@@ -94,7 +94,9 @@ def plot_mistakes(
     columns = max(1, min(MISTAKE_COLUMNS, len(shown)))
     rows = max(1, math.ceil(len(shown) / columns))
     inches = mistakes_figure_inches(len(shown))
-    figure, axes = plt.subplots(rows, columns, figsize=inches, dpi=DPI, squeeze=False)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=inches, dpi=DPI, squeeze=False, layout="constrained"
+    )
     for axis in axes.flat:
         axis.axis("off")
     for axis, (mistake, thumbnail) in zip(axes.flat, shown, strict=False):
@@ -108,6 +110,5 @@ def plot_mistakes(
     if not shown:
         title = f"{channel}: no wrong predictions"
     figure.suptitle(title)
-    figure.tight_layout(rect=(0, 0, 1, 1 - TITLE_INCHES / inches[1]))  # the title's band
     figure.savefig(path, dpi=DPI)
     plt.close(figure)
