@@ -1,6 +1,7 @@
-"""The evaluation's pictures: the confusion matrix and a grid of the most confident mistakes.
+"""The evaluation's pictures: the confusion matrix (matplotlib) and a grid of the most
+confident mistakes (Pillow).
 
-matplotlib (Agg) is imported when a picture is drawn, at the end of a job: importing it
+matplotlib (Agg) is imported when the matrix is drawn, at the end of a job: importing it
 takes about a second, a tenth of a tuning trial that finds its features cached.
 """
 
@@ -12,14 +13,22 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from trainer.evaluation import Evaluation, Mistake
 
 DPI = 100
 MAX_SHOWN_MISTAKES = 36
 MISTAKE_COLUMNS = 6
-MISTAKE_CELL_INCHES = (2.4, 2.9)  # width, height of one thumbnail and its caption
-TITLE_INCHES = 0.4
+THUMBNAIL_PIXELS = 180
+CAPTION_POINTS, CAPTION_LINE_PIXELS = 13, 16
+TITLE_POINTS, TITLE_PIXELS = 18, 36
+MISTAKE_PADDING = 8
+# A thumbnail, its three caption lines and the padding around them.
+MISTAKE_CELL = (
+    THUMBNAIL_PIXELS + 2 * MISTAKE_PADDING,
+    THUMBNAIL_PIXELS + 3 * CAPTION_LINE_PIXELS + 2 * MISTAKE_PADDING,
+)
 # Cells carry "count / share" up to this many classes, the count alone above it.
 ANNOTATED_SHARES_UP_TO = 15
 LABEL_CHARACTERS = 24  # longer class names are shortened on the axes
@@ -40,10 +49,12 @@ def confusion_figure_inches(classes: int) -> tuple[float, float]:
     return side + 1.5, side  # the colour bar takes the extra width
 
 
-def mistakes_figure_inches(shown: int) -> tuple[float, float]:
-    columns = max(1, min(MISTAKE_COLUMNS, shown))
-    rows = max(1, math.ceil(shown / columns))
-    return columns * MISTAKE_CELL_INCHES[0], rows * MISTAKE_CELL_INCHES[1] + TITLE_INCHES
+def mistakes_image_size(shown: int) -> tuple[int, int]:
+    """Pixels: up to 6 columns of cells, as many rows as needed, the title above; at least
+    one cell wide, so that the title fits."""
+    columns = max(3, min(MISTAKE_COLUMNS, shown))
+    rows = max(1, math.ceil(shown / MISTAKE_COLUMNS))
+    return columns * MISTAKE_CELL[0], TITLE_PIXELS + rows * MISTAKE_CELL[1]
 
 
 def _short(name: str) -> str:
@@ -88,27 +99,45 @@ def plot_mistakes(
     mistakes: Sequence[Mistake], thumbnails: Sequence[np.ndarray], channel: str, path: Path
 ) -> None:
     """The given mistakes (at most 36) as thumbnails (H x W x 3 uint8), each captioned with
-    its file, true class, predicted class and the predicted class's probability."""
-    plt = _pyplot()
+    its file, true class, predicted class and the predicted class's probability.
+
+    Composed with Pillow: a 36-panel matplotlib figure takes seconds to lay out."""
     shown = list(zip(mistakes, thumbnails, strict=True))[:MAX_SHOWN_MISTAKES]
-    columns = max(1, min(MISTAKE_COLUMNS, len(shown)))
-    rows = max(1, math.ceil(len(shown) / columns))
-    inches = mistakes_figure_inches(len(shown))
-    figure, axes = plt.subplots(
-        rows, columns, figsize=inches, dpi=DPI, squeeze=False, layout="constrained"
-    )
-    for axis in axes.flat:
-        axis.axis("off")
-    for axis, (mistake, thumbnail) in zip(axes.flat, shown, strict=False):
-        axis.imshow(thumbnail)
-        axis.set_title(
-            f"{_short(mistake.file)}\ntrue: {_short(mistake.true)}\n"
-            f"predicted: {_short(mistake.predicted)} ({mistake.probability:.2f})",
-            fontsize=8,
-        )
+    canvas = Image.new("RGB", mistakes_image_size(len(shown)), "white")
+    draw = ImageDraw.Draw(canvas)
     title = f"{channel}: the {len(shown)} most confident wrong predictions"
-    if not shown:
-        title = f"{channel}: no wrong predictions"
-    figure.suptitle(title)
-    figure.savefig(path, dpi=DPI)
-    plt.close(figure)
+    draw.text(
+        (MISTAKE_PADDING, MISTAKE_PADDING),
+        title if shown else f"{channel}: no wrong predictions",
+        fill="black",
+        font=_font(TITLE_POINTS),
+    )
+    font = _font(CAPTION_POINTS)
+    for number, (mistake, thumbnail) in enumerate(shown):
+        row, column = divmod(number, MISTAKE_COLUMNS)
+        left = column * MISTAKE_CELL[0] + MISTAKE_PADDING
+        top = TITLE_PIXELS + row * MISTAKE_CELL[1]
+        image = ImageOps.contain(Image.fromarray(thumbnail), (THUMBNAIL_PIXELS,) * 2)
+        canvas.paste(image, (left, top))
+        caption = (
+            mistake.file,
+            f"true: {mistake.true}",
+            f"predicted: {mistake.predicted} ({mistake.probability:.2f})",
+        )
+        for line, text in enumerate(caption):
+            position = (left, top + THUMBNAIL_PIXELS + 2 + line * CAPTION_LINE_PIXELS)
+            draw.text(position, _fitted(text, font, THUMBNAIL_PIXELS), fill="black", font=font)
+    canvas.save(path, format="PNG")
+
+
+def _font(points: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
+    return ImageFont.load_default(size=points)
+
+
+def _fitted(text: str, font: ImageFont.FreeTypeFont | ImageFont.ImageFont, pixels: int) -> str:
+    """`text`, shortened from the left (file names differ at their end) to fit `pixels`."""
+    if font.getlength(text) <= pixels:
+        return text
+    while text and font.getlength("…" + text) > pixels:
+        text = text[1:]
+    return "…" + text

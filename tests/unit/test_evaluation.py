@@ -22,8 +22,12 @@ from trainer.evaluation import (
 from trainer.evaluation_plots import (
     DPI,
     MAX_SHOWN_MISTAKES,
+    MISTAKE_CELL,
+    MISTAKE_PADDING,
+    THUMBNAIL_PIXELS,
+    TITLE_PIXELS,
     confusion_figure_inches,
-    mistakes_figure_inches,
+    mistakes_image_size,
     plot_confusion_matrix,
     plot_mistakes,
 )
@@ -176,15 +180,29 @@ def test_the_mistakes_png_shows_at_most_36_captioned_thumbnails(tmp_path: Path) 
     )
     assert len(evaluation.mistakes) == wrong
     assert evaluation.mistakes[0].probability == pytest.approx(0.99)
+    # Thumbnail i is a flat grey of level i * 6: the pixels show which were drawn where.
     thumbnails = [np.full((64, 64, 3), i * 6, dtype=np.uint8) for i in range(wrong)]
     path = tmp_path / "mistakes.png"
     plot_mistakes(evaluation.mistakes, thumbnails, "test", path)
     with Image.open(path) as image:
-        assert image.size == _pixels(mistakes_figure_inches(MAX_SHOWN_MISTAKES))
-        assert image.size[1] == round((6 * 2.9 + 0.4) * DPI)  # 6 rows of 6
+        assert image.format == "PNG"
+        assert image.size == mistakes_image_size(MAX_SHOWN_MISTAKES)
+        assert image.size == (6 * MISTAKE_CELL[0], TITLE_PIXELS + 6 * MISTAKE_CELL[1])
+        rgb = image.convert("RGB")
+        centres = [
+            rgb.getpixel(
+                (
+                    column * MISTAKE_CELL[0] + MISTAKE_PADDING + THUMBNAIL_PIXELS // 2,
+                    TITLE_PIXELS + row * MISTAKE_CELL[1] + THUMBNAIL_PIXELS // 2,
+                )
+            )
+            for row in range(6)
+            for column in range(6)
+        ]
+    assert centres == [(i * 6,) * 3 for i in range(MAX_SHOWN_MISTAKES)]
     plot_mistakes((), (), "test", tmp_path / "none.png")
     with Image.open(tmp_path / "none.png") as image:
-        assert image.size == _pixels(mistakes_figure_inches(0))
+        assert image.size == mistakes_image_size(0)
 
 
 def test_tensorboard_reads_the_confusion_matrix_image_and_per_class_scalars(
