@@ -51,7 +51,7 @@ def confusion_figure_inches(classes: int) -> tuple[float, float]:
 
 def mistakes_image_size(shown: int) -> tuple[int, int]:
     """Pixels: up to 6 columns of cells, as many rows as needed, the title above; at least
-    one cell wide, so that the title fits."""
+    3 cells wide, so that the title fits."""
     columns = max(3, min(MISTAKE_COLUMNS, shown))
     rows = max(1, math.ceil(shown / MISTAKE_COLUMNS))
     return columns * MISTAKE_CELL[0], TITLE_PIXELS + rows * MISTAKE_CELL[1]
