@@ -154,6 +154,28 @@ def test_tune_can_minimise_valid_loss_without_waiting(
     assert config["TrainingJobEarlyStoppingType"] == "Off"
 
 
+def test_tune_on_macro_f1_maximises_a_metric_the_job_prints(
+    emulator: Emulator, channels: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Where classes are imbalanced: valid_macro_f1, read by one of the job's regexes."""
+    out = run_cli(
+        capsys,
+        "tune",
+        *COMMON,
+        "--train-image",
+        TRAIN_IMAGE,
+        "--objective",
+        "valid_macro_f1",
+        "--no-wait",
+    )
+    name = job_name_in(out, "tuning")
+    described = sagemaker().describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
+    objective = described["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]
+    assert objective == {"Type": "Maximize", "MetricName": "valid:macro_f1"}
+    specification = described["TrainingJobDefinition"]["AlgorithmSpecification"]
+    assert "valid:macro_f1" in {metric["Name"] for metric in specification["MetricDefinitions"]}
+
+
 # ------------------------------------------------------------------------------------- train
 
 
