@@ -60,6 +60,7 @@ START_UP_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfDa
 BATCH_STRATEGY = "SINGLE_RECORD"
 HANDLER = "serving.entry:handle"  # what the workers run (multi-model-server's handler)
 PRELOAD_SOCKET = "preload.sock"  # in the runtime dir: where serving.preload listens
+RETRY_AFTER_S = 1  # the Retry-After of a 503 to a model being loaded or unloaded
 
 
 class FrontendError(Exception):
@@ -268,6 +269,15 @@ def system_properties(settings: contract.ServeSettings) -> dict[str, str]:
         f"this endpoint holds at most {settings.max_models} models at once "
         f"({contract.MAX_MODELS_ENV}): unload one (DELETE /models/<name>) first"
     ).decode()
+    # DELETE /models/<name> waits for the model's requests in flight at most this long.
+    properties["serving.drain_timeout_s"] = str(settings.response_timeout_s)
+    properties["serving.model_unloading_body"] = error_body(
+        "the model is being unloaded: load it again (POST /models) before invoking it"
+    ).decode()
+    properties["serving.model_loading_body"] = error_body(
+        "the model is being loaded: retry once its POST /models has answered"
+    ).decode()
+    properties["serving.retry_after_s"] = str(RETRY_AFTER_S)
     return properties
 
 
