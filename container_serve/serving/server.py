@@ -164,7 +164,7 @@ def runtime_dir() -> Iterator[Path]:
 def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subprocess.Popen[bytes]:
     """The JVM frontend (serving.frontend), which starts the Python workers itself."""
     java = frontend.java_executable()
-    jar = frontend.ensure_jar()
+    jar = frontend.installed_jar()
     config_file = runtime / "mms.properties"
     config_file.write_text(frontend.mms_properties(settings, runtime), encoding="utf-8")
     launch = frontend.Launch(
