@@ -17,11 +17,11 @@ from pathlib import Path
 import psutil
 from sagemaker_inference import parameters
 
-from model_artifact import precision
+from model_artifact import platform, precision
 from serving import content_types
 from serving.errors import ServeConfigError
 
-BASE_DIR_ENV = parameters.BASE_PATH_ENV
+BASE_DIR_ENV = platform.BASE_DIR_ENV  # the toolkit's parameters.BASE_PATH_ENV
 BIND_TO_PORT_ENV = parameters.BIND_TO_PORT_ENV
 MODEL_SERVER_WORKERS_ENV = parameters.MODEL_SERVER_WORKERS_ENV
 MODEL_SERVER_TIMEOUT_ENV = parameters.MODEL_SERVER_TIMEOUT_ENV
@@ -57,7 +57,7 @@ CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 # On every answer: how many requests the server batched into the forward pass that made it.
 BATCH_SIZE_HEADER = "x-serving-batch-size"
 
-DEFAULT_BASE_DIR = "/opt/ml"
+DEFAULT_BASE_DIR = platform.DEFAULT_BASE_DIR
 MODEL_SUBDIR = "model"
 # Multi-model mode: SageMaker puts each model under <base>/models/<name>/model and
 # registers it with its absolute path, so multi-model-server's model store is "/".
