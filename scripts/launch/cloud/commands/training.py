@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from launch.cloud import jobs, sdk2, settings
 from launch.cloud.commands.common import Aws, Command, Table, add_aws_flags, add_sagemaker_flags
@@ -151,8 +152,8 @@ def plan_tune(args: argparse.Namespace) -> TunePlan:
     )
 
 
-def run_tune(plan: TunePlan, aws: Aws) -> int:
-    """Start a tuning job; when waiting, print and save its best job's hyperparameters."""
+def tune(plan: TunePlan, aws: Aws) -> dict[str, Any] | None:
+    """Start a tuning job; when waiting, print, save and return its best job."""
     target = aws.target
     settings.require_bucket(target)
     session = sdk2.sagemaker_session(target)
@@ -170,11 +171,17 @@ def run_tune(plan: TunePlan, aws: Aws) -> int:
         print(f"  {channel:5} {uri}")
     if not plan.wait:
         print(f"when it has finished: python scripts/cloud.py train --tuning-job {name}")
-        return 0
+        return None
     status = jobs.wait_for_tuning_job(session.sagemaker_client, name)
     if status != "Completed":
         raise CloudError(f"tuning job {name} ended {status}")
-    jobs.save_best(jobs.best_hyperparameters(session.sagemaker_client, name), plan.output)
+    best = jobs.best_hyperparameters(session.sagemaker_client, name)
+    jobs.save_best(best, plan.output)
+    return best
+
+
+def run_tune(plan: TunePlan, aws: Aws) -> int:
+    tune(plan, aws)
     return 0
 
 
@@ -239,8 +246,8 @@ def with_tuning_job(
     return dataclasses.replace(job, hyperparameters={**best, **job.hyperparameters})
 
 
-def run_train(plan: TrainPlan, aws: Aws) -> int:
-    """Start (and by default wait for) one training job."""
+def train(plan: TrainPlan, aws: Aws) -> str:
+    """Start (and by default wait for) one training job; returns its name."""
     target = aws.target
     if not (plan.data_uri or "").startswith("file://"):
         settings.require_bucket(target)
@@ -267,6 +274,11 @@ def run_train(plan: TrainPlan, aws: Aws) -> int:
         print(f"tensorboard output: {training.monitoring.tensorboard_uri}")
     print(f"next: python scripts/cloud.py report --job {name}")
     print(f"      python scripts/cloud.py deploy --job {name}")
+    return name
+
+
+def run_train(plan: TrainPlan, aws: Aws) -> int:
+    train(plan, aws)
     return 0
 
 
