@@ -238,7 +238,7 @@ def plan_train(args: argparse.Namespace) -> TrainPlan:
 
 
 def with_tuning_job(
-    job: jobs.JobSettings, sagemaker_client: object, tuning_job: str
+    job: jobs.JobSettings, sagemaker_client: Any, tuning_job: str
 ) -> jobs.JobSettings:
     """The job with a tuning job's best hyperparameters under its own (--hp, checked while
     planning; the tuning job's were its own jobs' hyperparameters)."""
