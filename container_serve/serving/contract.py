@@ -42,6 +42,7 @@ MAX_MODELS_ENV = "SERVING_MAX_MODELS"  # multi-model: models loaded at once
 # Set by `serve` for the worker processes; not part of SageMaker's contract.
 STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
 PRELOAD_SOCKET_ENV = "SERVING_PRELOAD_SOCKET"  # see serving/preload.py
+WORKER_ONLY_ENVS = (STATE_DIR_ENV, PRELOAD_SOCKET_ENV)  # no user sets these
 TORCH_THREADS_ENV = "OMP_NUM_THREADS"  # torch reads it; MMS workers default it to 1
 JAVA_HOME_ENV = "JAVA_HOME"  # where multi-model-server finds java when it is not on PATH
 # Which GPUs a process may use (CUDA's own variable); unset means every GPU of the host.
@@ -93,75 +94,80 @@ def _either(names: tuple[str, ...]) -> str:
 
 @dataclass(frozen=True)
 class Setting:
-    """A variable `serve` reads, as the manual's table shows it (scripts/gen_docs.py)."""
+    """Variables `serve` reads (one, or a few read together), as the manual's table shows
+    them (scripts/gen_docs.py)."""
 
-    env: str
+    names: tuple[str, ...]
     default: str
     meaning: str
 
 
 SETTINGS = (
     Setting(
-        BIND_TO_PORT_ENV,
+        (BIND_TO_PORT_ENV,),
         str(DEFAULT_PORT),
         f"must be below {MAX_PORT} (multi-model-server 1.1 rejects higher ports)",
     ),
-    Setting(BASE_DIR_ENV, f"`{DEFAULT_BASE_DIR}`", f"the model is `<base>/{MODEL_SUBDIR}`"),
+    Setting((BASE_DIR_ENV,), f"`{DEFAULT_BASE_DIR}`", f"the model is `<base>/{MODEL_SUBDIR}`"),
     Setting(
-        MODEL_SERVER_WORKERS_ENV,
+        (MODEL_SERVER_WORKERS_ENV,),
         f"1 per GPU; on a CPU 1 per {CORES_PER_DEFAULT_WORKER} cores; 1 per model on a "
         "multi-model endpoint",
         "workers x torch threads <= cores",
     ),
-    Setting(TORCH_THREADS_ENV, "cores / workers", "torch threads per worker"),
+    Setting((TORCH_THREADS_ENV,), "cores / workers", "torch threads per worker"),
     Setting(
-        BATCH_SIZE_ENV,
+        (BATCH_SIZE_ENV,),
         f"{DEFAULT_BATCH_SIZE} on a CPU, {DEFAULT_GPU_BATCH_SIZE} on a GPU",
         "requests per forward pass; `1` turns batching off",
     ),
     Setting(
-        MAX_BATCH_DELAY_ENV,
+        (MAX_BATCH_DELAY_ENV,),
         f"{DEFAULT_MAX_BATCH_DELAY_MS} on a CPU, {DEFAULT_GPU_MAX_BATCH_DELAY_MS} on a GPU",
         "milliseconds a batch waits for more requests before it leaves",
     ),
     Setting(
-        PRECISION_ENV,
+        (PRECISION_ENV,),
         f"`{DEFAULT_PRECISION}`",
         f"{_either(precision.CHOICES)}: see [Precision](#precision)",
     ),
     Setting(
-        f"{MODEL_SERVER_TIMEOUT_ENV}, {MODEL_SERVER_TIMEOUT_SECONDS_ENV}",
+        (MODEL_SERVER_TIMEOUT_ENV, MODEL_SERVER_TIMEOUT_SECONDS_ENV),
         str(DEFAULT_TIMEOUT_S),
         "seconds a request may take (passed as `default_response_timeout_seconds`: MMS "
         "reads the plain property as minutes); the second wins",
     ),
-    Setting(MAX_PAYLOAD_ENV, str(DEFAULT_MAX_PAYLOAD_MB), "request and response size limit (MB)"),
     Setting(
-        STARTUP_TIMEOUT_ENV, str(DEFAULT_STARTUP_TIMEOUT_S), "seconds until the model must be ready"
+        (MAX_PAYLOAD_ENV,), str(DEFAULT_MAX_PAYLOAD_MB), "request and response size limit (MB)"
     ),
     Setting(
-        DEFAULT_ACCEPT_ENV,
+        (STARTUP_TIMEOUT_ENV,),
+        str(DEFAULT_STARTUP_TIMEOUT_S),
+        "seconds until the model must be ready",
+    ),
+    Setting(
+        (DEFAULT_ACCEPT_ENV,),
         f"`{DEFAULT_ACCEPT}`",
         f"{_either(content_types.RESPONSE_TYPES)}; anything else stops `serve`",
     ),
-    Setting(MULTI_MODEL_ENV, "unset", "`true`: a multi-model endpoint (SageMaker sets it)"),
+    Setting((MULTI_MODEL_ENV,), "unset", "`true`: a multi-model endpoint (SageMaker sets it)"),
     Setting(
-        MAX_MODELS_ENV,
+        (MAX_MODELS_ENV,),
         "1 per GiB of memory beyond the first",
         "multi-model: models held at once; one more answers 507",
     ),
     Setting(
-        PRELOAD_ENV,
+        (PRELOAD_ENV,),
         f"`{str(DEFAULT_PRELOAD).lower()}`",
         "`false`: each backend imports torch itself (see [Start-up](#start-up))",
     ),
     Setting(
-        MODEL_SERVER_VMARGS_ENV,
+        (MODEL_SERVER_VMARGS_ENV,),
         "`serve`'s start-up flags",
         "JVM options; when set they replace the start-up flags and the class archive",
     ),
-    Setting(VISIBLE_GPUS_ENV, "every GPU", "which GPUs the workers use"),
-    Setting(JAVA_HOME_ENV, "`java` on PATH", "where multi-model-server's JRE is"),
+    Setting((VISIBLE_GPUS_ENV,), "every GPU", "which GPUs the workers use"),
+    Setting((JAVA_HOME_ENV,), "`java` on PATH", "where multi-model-server's JRE is"),
 )
 
 

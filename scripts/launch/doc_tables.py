@@ -62,7 +62,7 @@ def serving_settings_table() -> str:
     """Every variable `serve` reads from its environment, with its default."""
     rows = ["| variable | default | |", "| --- | --- | --- |"]
     for setting in SETTINGS:
-        names = ", ".join(f"`{name.strip()}`" for name in setting.env.split(","))
+        names = ", ".join(f"`{name}`" for name in setting.names)
         rows.append(f"| {names} | {setting.default} | {setting.meaning} |")
     return "\n".join(rows)
 

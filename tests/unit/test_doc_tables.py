@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from launch.doc_tables import GENERATOR, TABLES, Table, committed, rewrite
+from serving import contract
 from serving.contract import DEFAULT_GPU_MAX_BATCH_DELAY_MS, MAX_BATCH_DELAY_ENV
 from trainer.hyperparameters import Hyperparameters
 
@@ -25,6 +26,15 @@ def test_the_committed_table_is_the_generated_one(table: Table) -> None:
 def test_every_hyperparameter_says_what_it_means() -> None:
     unexplained = [f.name for f in fields(Hyperparameters) if not f.metadata["help"]]
     assert unexplained == [], "give these hp(..., help=...) in trainer/hyperparameters.py"
+
+
+def test_every_variable_a_user_may_set_has_its_row() -> None:
+    declared = {value for name, value in vars(contract).items() if name.endswith("_ENV")} - set(
+        contract.WORKER_ONLY_ENVS
+    )
+    documented = [name for setting in contract.SETTINGS for name in setting.names]
+    assert len(documented) == len(set(documented))
+    assert set(documented) == declared, "add a Setting to SETTINGS in serving/contract.py"
 
 
 def test_the_tables_hold_each_definition() -> None:
