@@ -33,6 +33,7 @@ class Objective:
     direction: str  # "Maximize" or "Minimize", as SageMaker spells it
 
 
+DEFAULT_OBJECTIVE = "valid_accuracy"
 OBJECTIVES = {
     "valid_accuracy": Objective(metric_name("valid_accuracy"), "Maximize"),
     "valid_loss": Objective(metric_name("valid_loss"), "Minimize"),

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from launch.cloud.settings import AwsTarget, CloudError, shown_path, split_s3_uri
-from launch.search_space import OBJECTIVES, Objective
+from launch.search_space import DEFAULT_OBJECTIVE, OBJECTIVES, Objective
 from trainer.contract import (
     IMAGE_CHANNELS,
     REQUIRED_CHANNELS,
@@ -125,7 +125,7 @@ def require_docker(local: str | None) -> None:
 
 @dataclass(frozen=True)
 class TuningSettings:
-    objective: str = "valid_accuracy"  # a key of launch.search_space.OBJECTIVES
+    objective: str = DEFAULT_OBJECTIVE  # a key of launch.search_space.OBJECTIVES
     max_jobs: int = 8
     max_parallel_jobs: int = 2
     early_stopping: bool = True

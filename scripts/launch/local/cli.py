@@ -25,7 +25,7 @@ from launch.options import (
     check_hyperparameters,
     hyperparameter_flags,
 )
-from launch.search_space import OBJECTIVES
+from launch.search_space import DEFAULT_OBJECTIVE, OBJECTIVES
 
 DEFAULT_PORT = processes.DEFAULT_SERVE_PORT
 
@@ -128,8 +128,8 @@ def add_tune_parser(commands: Any) -> None:
     tune_parser.add_argument(
         "--objective",
         choices=sorted(OBJECTIVES),
-        default="valid_accuracy",
-        help="what to optimise (default: valid_accuracy)",
+        default=DEFAULT_OBJECTIVE,
+        help=f"what to optimise (default: {DEFAULT_OBJECTIVE})",
     )
     tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
 

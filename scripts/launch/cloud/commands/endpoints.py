@@ -106,7 +106,7 @@ def add_scaling_flags(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--min-instances",
         type=int,
-        help="fewest instances (default: 1; 0 only with --async)",
+        help=f"fewest instances (default: {hosting.DEFAULT_MIN_INSTANCES}; 0 only with --async)",
     )
     group.add_argument(
         "--max-instances", type=int, help="most instances; setting it turns autoscaling on"
@@ -162,7 +162,9 @@ def scaling_plan(args: argparse.Namespace) -> ScalingSettings | None:
     if not args.asynchronous and args.target_backlog_per_instance is not None:
         raise CloudError("--target-backlog-per-instance needs --async")
     return ScalingSettings(
-        min_instances=1 if args.min_instances is None else args.min_instances,
+        min_instances=hosting.DEFAULT_MIN_INSTANCES
+        if args.min_instances is None
+        else args.min_instances,
         max_instances=args.max_instances,
         target=args.target_backlog_per_instance
         if args.asynchronous
