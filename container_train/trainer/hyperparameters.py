@@ -136,8 +136,8 @@ class Hyperparameters:
         0,
         Between(0, 1000, note="0 turns profiling off"),
         trajectory=False,
-        help="N > 0: torch.profiler trace of N training steps in `output/data/profile/` "
-        "(`train_layers=head`)",
+        help="N > 0: torch.profiler trace of the first N training steps in "
+        "`output/data/profile/` (the leader's, whatever `train_layers` trains)",
     )
     # What trains: the head alone on frozen features, or the head and the last stages.
     train_layers: str = hp(
