@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from model_artifact.preprocessing import Preprocessing, eval_transform, open_rgb
-from trainer.data import Channel
+from trainer.data import UNREADABLE, Channel
 from trainer.engine import Predictions
 from trainer.evaluation import (
     CONFUSION_MATRIX_PLOT,
@@ -35,13 +35,15 @@ log = logging.getLogger(__name__)
 
 
 def evaluation_of(channel: Channel, predictions: Predictions) -> Evaluation:
-    probabilities = torch.softmax(predictions.logits.double(), dim=1).numpy()
+    """The report of a pass's predictions (in channel order; unreadable items left out)."""
+    readable = predictions.labels != UNREADABLE
+    probabilities = torch.softmax(predictions.logits[readable].double(), dim=1).numpy()
     files = [
         channel.samples[index][0].relative_to(channel.root).as_posix()
-        for index in predictions.indices.tolist()
+        for index in torch.nonzero(readable)[:, 0].tolist()
     ]
     return evaluate_predictions(
-        channel.name, predictions.labels.numpy(), probabilities, channel.classes, files
+        channel.name, predictions.labels[readable].numpy(), probabilities, channel.classes, files
     )
 
 
@@ -84,7 +86,7 @@ def write_outputs(
     log.info(
         "evaluation of %s: %d images, %d wrong, macro F1 %.4f; report in %s (%.2f s)",
         channel.name,
-        len(predictions.labels),
+        evaluation.confusion.sum(),
         len(evaluation.mistakes),
         evaluation.macro_f1(),
         output_dir,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from launch.search_space import SEARCH_SPACE, Choice, FloatRange
 from launch.synthetic_images import make_dataset
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 from trainer.metrics import parse_metrics
-from trainer.search_space import SEARCH_SPACE, Choice, FloatRange
 
 pytestmark = pytest.mark.contract
 

@@ -1,7 +1,7 @@
 import re
 
+from launch.search_space import OBJECTIVES, Objective
 from trainer.metrics import METRIC_DEFINITIONS, format_metrics, parse_metrics
-from trainer.search_space import OBJECTIVES, Objective
 
 
 def test_epoch_line_is_stable() -> None:

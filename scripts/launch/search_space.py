@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from trainer.metrics import metric_name
+
 
 @dataclass(frozen=True)
 class FloatRange:
@@ -27,12 +29,13 @@ SEARCH_SPACE: dict[str, FloatRange | Choice] = {
 
 @dataclass(frozen=True)
 class Objective:
-    metric: str  # a MetricDefinitions name from trainer.metrics
+    metric: str  # a MetricDefinitions name (trainer.metrics)
     direction: str  # "Maximize" or "Minimize", as SageMaker spells it
 
 
+DEFAULT_OBJECTIVE = "valid_accuracy"
 OBJECTIVES = {
-    "valid_accuracy": Objective("valid:accuracy", "Maximize"),
-    "valid_loss": Objective("valid:loss", "Minimize"),
-    "valid_macro_f1": Objective("valid:macro_f1", "Maximize"),  # imbalanced classes
+    "valid_accuracy": Objective(metric_name("valid_accuracy"), "Maximize"),
+    "valid_loss": Objective(metric_name("valid_loss"), "Minimize"),
+    "valid_macro_f1": Objective(metric_name("valid_macro_f1"), "Maximize"),  # imbalanced classes
 }
