@@ -107,6 +107,8 @@ class Hyperparameters:
     # Bounds how long a worker waits for a peer that hangs, or for a host that never
     # starts; a peer that crashes is noticed within seconds whatever this is.
     dist_timeout: int = hp(300, Between(10, 86400, note="seconds"), trajectory=False)
+    # model.onnx and model.int8.onnx beside model.pt (tuning trials turn it off).
+    onnx: bool = hp(True, trajectory=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -30,7 +30,14 @@ from trainer.contract import (
     is_platform_key,
 )
 from trainer.metrics import METRIC_DEFINITIONS
-from trainer.search_space import OBJECTIVES, SEARCH_SPACE, Choice, FloatRange
+from trainer.search_space import (
+    OBJECTIVES,
+    SEARCH_SPACE,
+    Choice,
+    FloatRange,
+    trial_hyperparameters,
+    without_trial_settings,
+)
 
 CHECKPOINT_LOCAL_PATH = "/opt/ml/checkpoints"  # where the training image keeps checkpoints
 # Where the training image writes its TensorBoard scalars (TensorBoardOutputConfig.LocalPath).
@@ -210,7 +217,9 @@ def best_hyperparameters(sagemaker_client: Any, tuning_job: str) -> dict[str, An
         "training_job": best["TrainingJobName"],
         "objective": {"metric": objective.get("MetricName"), "value": objective.get("Value")},
         "hyperparameters": {
-            key: str(value).strip('"') for key, value in merged.items() if not is_platform_key(key)
+            key: str(value).strip('"')
+            for key, value in without_trial_settings(merged).items()
+            if not is_platform_key(key)
         },
     }
 
@@ -245,7 +254,8 @@ def tune(
     """Start a tuning job; when waiting, print and save its best job's hyperparameters."""
     inputs = channel_inputs(target, data_uri)
     name = unique_name(TUNE_JOB_BASE)
-    tuner = make_tuner(make_estimator(target, session, settings, name), tuning)
+    trials = replace_hyperparameters(settings, trial_hyperparameters(settings.hyperparameters))
+    tuner = make_tuner(make_estimator(target, session, trials, name), tuning)
     tuner.fit(inputs=channel_sources(inputs, settings.input_mode), job_name=name, wait=False)
     print(f"tuning job {name}: {tuning.max_jobs} jobs, {tuning.max_parallel_jobs} in parallel")
     for channel, uri in inputs.items():
