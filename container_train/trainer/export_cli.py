@@ -25,7 +25,17 @@ from trainer.onnx_export import describe, export_onnx
 
 
 def read_channels(data: Path, classes: Sequence[str]) -> dict[str, Channel]:
-    """DATA's train/ and valid/ ImageFolders, their classes among the model's."""
+    """DATA's train/ and valid/ ImageFolders, labelled with the model's classes."""
+    for name in REQUIRED_CHANNELS:
+        folders = (
+            {p.name for p in (data / name).glob("[!.]*/")} if (data / name).is_dir() else set()
+        )
+        unknown = sorted(folders - set(classes))
+        if unknown:
+            raise ClientError(
+                f"channel {name!r} has classes the model lacks: {', '.join(unknown)} "
+                f"(the model's: {', '.join(classes)})"
+            )
     return {name: scan_channel(name, data / name, classes) for name in REQUIRED_CHANNELS}
 
 

@@ -45,8 +45,8 @@ class _Batches(CalibrationDataReader):
 
 
 class _QuantizerChatter(logging.Filter):
-    """onnxruntime's quantization tools log each bias they copy (hundreds of lines) at INFO,
-    through the root logger; their warnings pass."""
+    """What onnxruntime's quantization tools log at INFO through the root logger (a line
+    for each bias they copy, hundreds); their warnings pass."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         return record.levelno >= logging.WARNING or "onnxruntime" not in record.pathname
@@ -54,11 +54,16 @@ class _QuantizerChatter(logging.Filter):
 
 @contextlib.contextmanager
 def _without_quantizer_chatter() -> Iterator[None]:
+    """Only the quantization tools' warnings, from their own loggers and the root logger."""
     chatter = _QuantizerChatter()
+    own = logging.getLogger("onnxruntime")
+    level = own.level
     logging.getLogger().addFilter(chatter)
+    own.setLevel(logging.WARNING)
     try:
         yield
     finally:
+        own.setLevel(level)
         logging.getLogger().removeFilter(chatter)
 
 
