@@ -177,9 +177,9 @@ def export(
     if hp.onnx:
         # Imported when used: onnxruntime's quantization tools take about 1 s to import,
         # which a tuning trial (onnx off) would pay for nothing.
-        from trainer.onnx_export import export_onnx  # noqa: PLC0415
+        from trainer.onnx_export import export_onnx_after_training  # noqa: PLC0415
 
-        export_onnx(paths.model_dir, written, channels)
+        export_onnx_after_training(paths.model_dir, written, channels)
     write_history(paths.output_data_dir, training.history)
     log.info(
         "model from epoch %d saved to %s (export check: max abs diff %.2e)",

@@ -111,6 +111,19 @@ def export_onnx(
     return written
 
 
+def export_onnx_after_training(
+    model_dir: Path, config: ModelConfig, channels: Mapping[str, Channel]
+) -> ModelConfig:
+    """The training job's ONNX step: `export_onnx`, except that a failure is logged and
+    the job goes on. The trained model.pt must not be lost to it: SageMaker keeps the
+    model directory of a successful job only, and export-onnx can add the graphs later."""
+    try:
+        return export_onnx(model_dir, config, channels)
+    except Exception:
+        log.exception("no ONNX graphs (model.pt is unaffected; export-onnx can retry)")
+        return dataclasses.replace(config, onnx=None)
+
+
 def _checked(model_dir: Path, network: torch.jit.ScriptModule, size: int) -> OnnxExport:
     """The fp32 graph alone, checked on seeded random inputs (no images at hand)."""
     seeded = torch.Generator().manual_seed(0)

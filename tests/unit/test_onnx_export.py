@@ -29,7 +29,12 @@ from model_artifact.torchscript import load_model
 from support.tiny_models import write_model_dir
 from trainer import export_cli, onnx_export
 from trainer.data import Channel, scan_channel
-from trainer.onnx_export import AGREEMENT_IMAGES, CALIBRATION_IMAGES, export_onnx
+from trainer.onnx_export import (
+    AGREEMENT_IMAGES,
+    CALIBRATION_IMAGES,
+    export_onnx,
+    export_onnx_after_training,
+)
 from trainer.quantization import agreement, onnx_logits
 from trainer.samples import sample_images, spread_order
 
@@ -199,6 +204,22 @@ def test_an_export_that_fails_half_way_leaves_a_config_that_names_no_graph(
     assert config.onnx is None
     assert (model_dir / MODEL_FILE).is_file()
     assert not list(model_dir.glob("*.tmp"))
+
+
+def test_a_failed_onnx_step_does_not_fail_the_training_job(
+    exported: Path, data: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    model_dir = tmp_path / "model"
+    shutil.copytree(exported, model_dir)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("quantization broke")
+
+    monkeypatch.setattr(onnx_export, "quantize_int8", broken)
+    written = export_onnx_after_training(model_dir, read_config(model_dir), _channels(data))
+
+    assert written.onnx is None
+    assert read_config(model_dir) == written
 
 
 def test_the_export_command_writes_the_graphs_of_a_model_directory(
