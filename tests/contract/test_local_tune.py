@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from launch.search_space import SEARCH_SPACE, Choice, FloatRange
 from launch.synthetic_images import make_dataset
 from model_artifact.config import MODEL_FILE, ONNX_FILE
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 from trainer.metrics import parse_metrics
-from trainer.search_space import SEARCH_SPACE, Choice, FloatRange
 
 pytestmark = pytest.mark.contract
 

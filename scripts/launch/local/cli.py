@@ -14,14 +14,20 @@ subcommands do the same for serving and tuning; `export` is the training image's
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from launch.local import client, processes
-from launch.options import hyperparameter_flags
-from trainer.search_space import OBJECTIVES
+from launch.options import (
+    USAGE_ERROR_STATUS,
+    UsageError,
+    check_hyperparameters,
+    hyperparameter_flags,
+)
+from launch.search_space import DEFAULT_OBJECTIVE, OBJECTIVES
 
 DEFAULT_PORT = processes.DEFAULT_SERVE_PORT
 
@@ -139,8 +145,8 @@ def add_tune_parser(commands: Any) -> None:
     tune_parser.add_argument(
         "--objective",
         choices=sorted(OBJECTIVES),
-        default="valid_accuracy",
-        help="what to optimise (default: valid_accuracy)",
+        default=DEFAULT_OBJECTIVE,
+        help=f"what to optimise (default: {DEFAULT_OBJECTIVE})",
     )
     tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
 
@@ -156,18 +162,26 @@ def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return processes.serve(args.model_dir, args.port, Path(base_dir))
 
 
+def job_hyperparameters(args: argparse.Namespace) -> dict[str, str]:
+    """train's and tune's hyperparameters, refused here when the job would refuse them."""
+    hyperparameters = hyperparameter_flags(args.hp)
+    if getattr(args, "workers_per_host", None) is not None:
+        hyperparameters["workers_per_host"] = str(args.workers_per_host)
+    check_hyperparameters(hyperparameters)
+    return hyperparameters
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train" and args.hosts < 1:
+        parser.error("--hosts takes a number >= 1")
     try:
-        hyperparameters = hyperparameter_flags(getattr(args, "hp", []))
-    except ValueError as error:
-        parser.error(str(error))
+        hyperparameters = job_hyperparameters(args) if args.command in ("train", "tune") else {}
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR_STATUS
     if args.command == "train":
-        if args.hosts < 1:
-            parser.error("--hosts takes a number >= 1")
-        if args.workers_per_host is not None:
-            hyperparameters["workers_per_host"] = str(args.workers_per_host)
         return processes.train(args.data, args.job_dir, hyperparameters, args.hosts)
     if args.command == "serve":
         return serve(parser, args)

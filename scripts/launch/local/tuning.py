@@ -1,7 +1,7 @@
 """Local hyperparameter tuning: N real training jobs chosen by Optuna's TPE sampler.
 
 The search space and the objective's metric regex are the ones the SageMaker tuner
-uses (trainer.search_space, trainer.metrics): a local study explores what a cloud
+uses (launch.search_space, trainer.metrics): a local study explores what a cloud
 tuning job would. All trials read one shared feature cache, so after the first
 trial an extra trial only trains the head.
 """
@@ -21,8 +21,7 @@ from optuna.study import StudyDirection
 
 from launch.local.jobdir import attach_feature_cache
 from launch.local.processes import run_training
-from trainer.metrics import parse_metrics
-from trainer.search_space import (
+from launch.search_space import (
     OBJECTIVES,
     SEARCH_SPACE,
     Choice,
@@ -30,6 +29,7 @@ from trainer.search_space import (
     trial_hyperparameters,
     without_trial_settings,
 )
+from trainer.metrics import parse_metrics
 
 
 @dataclass

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from trainer.metrics import metric_name
+
 
 @dataclass(frozen=True)
 class FloatRange:
@@ -44,11 +46,12 @@ def without_trial_settings(hyperparameters: dict[str, Any]) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Objective:
-    metric: str  # a MetricDefinitions name from trainer.metrics
+    metric: str  # a MetricDefinitions name (trainer.metrics)
     direction: str  # "Maximize" or "Minimize", as SageMaker spells it
 
 
+DEFAULT_OBJECTIVE = "valid_accuracy"
 OBJECTIVES = {
-    "valid_accuracy": Objective("valid:accuracy", "Maximize"),
-    "valid_loss": Objective("valid:loss", "Minimize"),
+    "valid_accuracy": Objective(metric_name("valid_accuracy"), "Maximize"),
+    "valid_loss": Objective(metric_name("valid_loss"), "Minimize"),
 }
