@@ -165,6 +165,13 @@ class Hyperparameters:
         trajectory=False,
         help="how long a worker waits for a peer that hangs, or for a host that never starts",
     )
+    # The ONNX step at the end of the job; tuning trials turn it off (launch.search_space).
+    onnx: bool = hp(
+        True,
+        trajectory=False,
+        help="`model.onnx` and `model.int8.onnx` beside `model.pt` "
+        "([ONNX graphs](#onnx-graphs-for-cpu-endpoints)); tuning trials get `false`",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

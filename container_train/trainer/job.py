@@ -155,6 +155,12 @@ def export(
         metrics=training.final_metrics(test),
     )
     written = export_model(paths.model_dir, model, config)
+    if hp.onnx:
+        # Imported when used: onnxruntime's quantization tools take about 1 s to import,
+        # which a tuning trial (onnx off) would pay for nothing.
+        from trainer.onnx_export import export_onnx_after_training  # noqa: PLC0415
+
+        export_onnx_after_training(paths.model_dir, written, context.channels)
     write_history(paths.output_data_dir, training.history)
     log.info(
         "model from epoch %d saved to %s (export check: max abs diff %.2e)",

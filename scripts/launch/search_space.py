@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from trainer.metrics import metric_name
 
@@ -25,6 +26,22 @@ SEARCH_SPACE: dict[str, FloatRange | Choice] = {
     "weight_decay": FloatRange(1e-3, 1e-1),
     "batch_size": Choice((64, 128)),
 }
+
+
+# What every tuning trial gets unless the user sets it. A trial's model is rarely the one
+# deployed, so it skips the ONNX export; the best hyperparameters leave these out, so that
+# the job trained with them makes the ONNX graphs.
+TRIAL_HYPERPARAMETERS = {"onnx": "false"}
+
+
+def trial_hyperparameters(fixed: dict[str, str]) -> dict[str, str]:
+    """The fixed hyperparameters of every trial: TRIAL_HYPERPARAMETERS under the user's."""
+    return {**TRIAL_HYPERPARAMETERS, **fixed}
+
+
+def without_trial_settings(hyperparameters: dict[str, Any]) -> dict[str, Any]:
+    """A trial's hyperparameters as a training job should repeat them."""
+    return {k: v for k, v in hyperparameters.items() if k not in TRIAL_HYPERPARAMETERS}
 
 
 @dataclass(frozen=True)

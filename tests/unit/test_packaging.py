@@ -28,6 +28,7 @@ MAY_IMPORT = {
 COMMANDS = {
     "train": "trainer.cli:main",
     "serve": "serving.server:main",
+    "export-onnx": "trainer.export_cli:main",
     "imgcls-local": "launch.local.cli:main",
     "imgcls-cloud": "launch.cloud.cli:main",
 }
@@ -129,6 +130,9 @@ TRAINER_LAZY_IMPORTS = {
         "sagemaker_training": "the toolkit reads, at import time, the environment main sets"
     },
     "trainer.debugger": {"smdebug.pytorch": "optional: absent outside the training image"},
+    "trainer.job": {
+        "trainer.onnx_export": "onnxruntime's quantization tools take about 1 s; trials skip ONNX"
+    },
     "trainer.history": {
         "matplotlib": "only at the end of a job; a trial's start-up never pays for it",
         "matplotlib.pyplot": "imported after matplotlib.use('Agg') selects a headless backend",

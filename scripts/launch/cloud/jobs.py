@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from launch.cloud.settings import AwsTarget, CloudError, shown_path, split_s3_uri
-from launch.search_space import DEFAULT_OBJECTIVE, OBJECTIVES, Objective
+from launch.search_space import (
+    DEFAULT_OBJECTIVE,
+    OBJECTIVES,
+    Objective,
+    without_trial_settings,
+)
 from trainer.contract import (
     IMAGE_CHANNELS,
     REQUIRED_CHANNELS,
@@ -164,7 +169,9 @@ def best_hyperparameters(sagemaker_client: Any, tuning_job: str) -> dict[str, An
         "training_job": best["TrainingJobName"],
         "objective": {"metric": objective.get("MetricName"), "value": objective.get("Value")},
         "hyperparameters": {
-            key: str(value).strip('"') for key, value in merged.items() if not is_platform_key(key)
+            key: str(value).strip('"')
+            for key, value in without_trial_settings(merged).items()
+            if not is_platform_key(key)
         },
     }
 

@@ -2,11 +2,13 @@
 
     python scripts/local.py train --data DIR --job-dir OUT [--hp key=value ...]
                                   [--hosts N] [--workers-per-host K]
+    python scripts/local.py export --model-dir DIR [--data DIR]
 
 lays OUT out exactly like /opt/ml and runs the same `train` command the training
 image runs, with SAGEMAKER_BASE_DIR=OUT (with --hosts N: one such folder per host,
 OUT/algo-1 ... OUT/algo-N, and one `train` per host, meeting on loopback). The other
-subcommands do the same for serving and tuning.
+subcommands do the same for serving and tuning; `export` is the training image's
+`export-onnx` (the ONNX graphs of a model directory trained before).
 """
 
 from __future__ import annotations
@@ -110,6 +112,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="images (.jpg, .png, other), .npy arrays or JSON instances",
     )
     add_tune_parser(commands)
+    export_parser = commands.add_parser(
+        "export", help="write the ONNX graphs of a model directory trained before"
+    )
+    export_parser.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="the training job's model/ folder (model.pt, model_config.json)",
+    )
+    export_parser.add_argument(
+        "--data",
+        type=Path,
+        help="folder with train/ and valid/ ImageFolders to calibrate and check the int8 "
+        "graph on (default: none, fp32 only)",
+    )
     return parser
 
 
@@ -195,4 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hyperparameters,
             args.seed,
         )
+    if args.command == "export":
+        from trainer.export_cli import run  # noqa: PLC0415 - imports torch and onnxruntime
+
+        return run(args.model_dir, args.data)
     raise AssertionError(args.command)

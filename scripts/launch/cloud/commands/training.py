@@ -16,7 +16,7 @@ from launch.cloud import jobs, sdk2, settings
 from launch.cloud.commands.common import Aws, Command, Table, add_aws_flags, add_sagemaker_flags
 from launch.cloud.settings import CloudError, unique_name
 from launch.options import check_hyperparameters, hyperparameter_flags
-from launch.search_space import OBJECTIVES
+from launch.search_space import OBJECTIVES, trial_hyperparameters
 
 # The flags' defaults are the settings' own (a dataclass keeps each default on its class).
 JOB, TUNING, DEBUGGER = jobs.JobSettings, jobs.TuningSettings, jobs.DebuggerSettings
@@ -142,7 +142,7 @@ def plan_tune(args: argparse.Namespace) -> TunePlan:
     hyperparameters = hyperparameter_flags(args.hp)
     check_hyperparameters(hyperparameters)
     return TunePlan(
-        job=job_settings(args, hyperparameters),
+        job=job_settings(args, trial_hyperparameters(hyperparameters)),
         tuning=jobs.TuningSettings(
             args.objective, args.max_jobs, args.max_parallel_jobs, args.early_stopping
         ),
