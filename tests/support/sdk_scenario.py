@@ -228,6 +228,8 @@ def hosting(endpoint_url: str, work: Path) -> None:
         "2",
         "--max-concurrent-transforms",
         "3",
+        "--workers",
+        "1",  # one upload at a time: the same order in every run
         "--no-wait",
     )
 
