@@ -18,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from support.aws_emulator import emulator_env, recording_emulator
+from launch.cloud import cli, sdk, sdk2, sdk3
+from support.aws_emulator import Emulator, emulator_env, recording_emulator
 from support.sdk_recording import count_fields, sent
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -97,3 +98,56 @@ def test_sdk_2_and_3_send_the_same_requests(
         )
         pytest.fail("the generations sent different requests:\n" + "\n".join(diff))
     print(f"{len(sdk2)} requests, {count_fields(sdk2)} fields: the same from SDK 2.x and 3.x")
+
+
+# ----------------------------------------------------------------------- choosing the SDK
+
+
+@pytest.mark.parametrize(
+    ("sagemaker", "core", "chosen"),
+    [
+        ("2.257.7", "1.0.78", "2.x"),  # SDK 2.x (it installs sagemaker-core 1.x)
+        ("3.27.0", "2.27.0", "3.x"),  # the meta-package sagemaker 3.x
+        (None, "2.27.0", "3.x"),  # sagemaker-core alone: all the launch tools need of 3.x
+    ],
+)
+def test_the_installed_sdk_generation_is_chosen(
+    sagemaker: str | None, core: str | None, chosen: str
+) -> None:
+    generation = sdk.choose(sagemaker, core)
+    assert generation.name == chosen
+    assert generation.calls is (sdk2 if chosen == "2.x" else sdk3)
+
+
+@pytest.mark.parametrize(
+    ("sagemaker", "core", "found"),
+    [
+        ("1.72.1", None, "sagemaker 1.72.1"),
+        (None, "1.0.78", "sagemaker-core 1.0.78"),
+        (None, None, "none installed"),
+    ],
+)
+def test_an_unsupported_sdk_is_refused_in_one_line(
+    sagemaker: str | None,
+    core: str | None,
+    found: str,
+    emulator: Emulator,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    versions = {sdk.SDK2_DISTRIBUTION: sagemaker, sdk.SDK3_DISTRIBUTION: core}
+    monkeypatch.setattr(sdk, "installed_version", versions.get)
+    sdk.generation.cache_clear()
+    try:
+        code = cli.main(["invoke", "--endpoint", "any", str(tmp_path)])
+    finally:
+        sdk.generation.cache_clear()
+    _, err = capsys.readouterr()
+    assert code == 1
+    assert not emulator.recording.exists()  # refused before any request
+    assert err == (
+        f"error: unsupported SageMaker Python SDK ({found}): install SDK 3.x "
+        "(pip install -r requirements-launch-sdk3.txt) or 2.x "
+        "(pip install -r requirements-launch-sdk2.txt)\n"
+    )
