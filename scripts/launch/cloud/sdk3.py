@@ -171,15 +171,17 @@ def stopping(plan: EstimatorPlan) -> dict[str, Any]:
     return limits | ({"MaxWaitTimeInSeconds": plan.max_wait_s} if plan.settings.spot else {})
 
 
+def checkpoints(plan: EstimatorPlan) -> dict[str, str]:
+    return {"S3Uri": plan.checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH}
+
+
 def spot(plan: EstimatorPlan) -> dict[str, Any]:
     """Spot jobs can be interrupted: the image resumes from these synced checkpoints."""
     if not plan.settings.spot:
         return {}
     return {
         "enable_managed_spot_training": True,
-        "checkpoint_config": shape(
-            "CheckpointConfig", {"S3Uri": plan.checkpoint_uri, "LocalPath": CHECKPOINT_LOCAL_PATH}
-        ),
+        "checkpoint_config": shape("CheckpointConfig", checkpoints(plan)),
     }
 
 
@@ -201,7 +203,7 @@ def start_tuning_job(session: Session, plan: TuningJobPlan) -> None:
         },
         "ParameterRanges": parameter_ranges(),
     }
-    definition = {
+    definition: dict[str, Any] = {
         "StaticHyperParameters": dict(estimator.settings.hyperparameters),
         "RoleArn": estimator.settings.role,
         "OutputDataConfig": {"S3OutputPath": estimator.output_path},
@@ -212,10 +214,7 @@ def start_tuning_job(session: Session, plan: TuningJobPlan) -> None:
     }
     if estimator.settings.spot:
         definition["EnableManagedSpotTraining"] = True
-        definition["CheckpointConfig"] = {
-            "S3Uri": estimator.checkpoint_uri,
-            "LocalPath": CHECKPOINT_LOCAL_PATH,
-        }
+        definition["CheckpointConfig"] = checkpoints(estimator)
     HyperParameterTuningJob.create(
         hyper_parameter_tuning_job_name=estimator.name,
         hyper_parameter_tuning_job_config=shape("HyperParameterTuningJobConfig", config),
