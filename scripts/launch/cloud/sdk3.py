@@ -20,6 +20,8 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -100,6 +102,21 @@ def shape(name: str, request: dict[str, Any]) -> Any:
 
 def shapes_of(name: str, requests: list[dict[str, Any]]) -> list[Any]:
     return [shape(name, request) for request in requests]
+
+
+@contextmanager
+def answers_read() -> Iterator[None]:
+    """sagemaker-core reads back what it creates and validates SageMaker's answer against
+    the API's shapes; an answer it cannot read becomes one line, not a traceback."""
+    from pydantic import ValidationError  # noqa: PLC0415
+
+    try:
+        yield
+    except ValidationError as error:
+        problem = str(error).splitlines()
+        raise CloudError(
+            f"sagemaker-core could not read SageMaker's answer ({problem[0]}: {problem[1]})"
+        ) from None
 
 
 def located(session: Session) -> dict[str, Any]:
@@ -215,12 +232,13 @@ def start_tuning_job(session: Session, plan: TuningJobPlan) -> None:
     if estimator.settings.spot:
         definition["EnableManagedSpotTraining"] = True
         definition["CheckpointConfig"] = checkpoints(estimator)
-    HyperParameterTuningJob.create(
-        hyper_parameter_tuning_job_name=estimator.name,
-        hyper_parameter_tuning_job_config=shape("HyperParameterTuningJobConfig", config),
-        training_job_definition=shape("HyperParameterTrainingJobDefinition", definition),
-        **located(session),
-    )
+    with answers_read():
+        HyperParameterTuningJob.create(
+            hyper_parameter_tuning_job_name=estimator.name,
+            hyper_parameter_tuning_job_config=shape("HyperParameterTuningJobConfig", config),
+            training_job_definition=shape("HyperParameterTrainingJobDefinition", definition),
+            **located(session),
+        )
 
 
 def with_losses_interval(rule: dict[str, Any], interval: dict[str, Any]) -> dict[str, Any]:
@@ -330,19 +348,20 @@ def start_training_job(session: Session, plan: TrainingJobPlan) -> Any:
         raise CloudError("a SageMaker training job needs its monitoring plan")
     estimator = plan.estimator
     hyperparameters = dict(estimator.settings.hyperparameters)
-    return TrainingJob.create(
-        training_job_name=plan.name,
-        role_arn=estimator.settings.role,
-        algorithm_specification=shape("AlgorithmSpecification", algorithm(estimator)),
-        output_data_config=shape("OutputDataConfig", {"S3OutputPath": estimator.output_path}),
-        input_data_config=shapes_of("Channel", channels(estimator)),
-        resource_config=shape("ResourceConfig", resources(estimator)),
-        stopping_condition=shape("StoppingCondition", stopping(estimator)),
-        **({"hyper_parameters": hyperparameters} if hyperparameters else {}),
-        **spot(estimator),
-        **monitoring_arguments(session, plan.monitoring),
-        **located(session),
-    )
+    with answers_read():
+        return TrainingJob.create(
+            training_job_name=plan.name,
+            role_arn=estimator.settings.role,
+            algorithm_specification=shape("AlgorithmSpecification", algorithm(estimator)),
+            output_data_config=shape("OutputDataConfig", {"S3OutputPath": estimator.output_path}),
+            input_data_config=shapes_of("Channel", channels(estimator)),
+            resource_config=shape("ResourceConfig", resources(estimator)),
+            stopping_condition=shape("StoppingCondition", stopping(estimator)),
+            **({"hyper_parameters": hyperparameters} if hyperparameters else {}),
+            **spot(estimator),
+            **monitoring_arguments(session, plan.monitoring),
+            **located(session),
+        )
 
 
 def wait_for_training_job(job: Any) -> None:
@@ -422,26 +441,27 @@ def deploy_model(
     from sagemaker.core.resources import Endpoint, EndpointConfig, Model  # noqa: PLC0415
 
     environment = hosting.container_environment(plan.mode, plan.multi_model)
-    Model.create(
-        model_name=endpoint_name,
-        execution_role_arn=role,
-        primary_container=container(image_uri, model_data, environment, plan.multi_model),
-        **located(session),
-    )
     variant = production_variant(plan, endpoint_name, instance_type)
     asynchronous = {}
     if plan.asynchronous and instance_type is not None:
         request = async_request(plan.asynchronous, instance_type)
         asynchronous["async_inference_config"] = shape("AsyncInferenceConfig", request)
-    EndpointConfig.create(
-        endpoint_config_name=endpoint_name,
-        production_variants=[shape("ProductionVariant", variant)],
-        **asynchronous,
-        **located(session),
-    )
-    Endpoint.create(
-        endpoint_name=endpoint_name, endpoint_config_name=endpoint_name, **located(session)
-    )
+    with answers_read():
+        Model.create(
+            model_name=endpoint_name,
+            execution_role_arn=role,
+            primary_container=container(image_uri, model_data, environment, plan.multi_model),
+            **located(session),
+        )
+        EndpointConfig.create(
+            endpoint_config_name=endpoint_name,
+            production_variants=[shape("ProductionVariant", variant)],
+            **asynchronous,
+            **located(session),
+        )
+        Endpoint.create(
+            endpoint_name=endpoint_name, endpoint_config_name=endpoint_name, **located(session)
+        )
 
 
 class ImagePredictor:
@@ -553,37 +573,38 @@ def start_transform_job(session: Session, plan: TransformJobPlan) -> None:
     from sagemaker.core.resources import Model, TransformJob  # noqa: PLC0415
 
     settings = plan.settings
-    Model.create(
-        model_name=plan.name,
-        execution_role_arn=plan.role,
-        primary_container=container(plan.image_uri, plan.model_data, {}, multi=False),
-        **located(session),
-    )
-    source = {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": plan.input_uri}}
-    TransformJob.create(
-        transform_job_name=plan.name,
-        model_name=plan.name,
-        # one request per object: the whole image (no SplitType)
-        transform_input=shape(
-            "TransformInput", {"DataSource": source, "ContentType": plan.content_type}
-        ),
-        transform_output=shape(
-            "TransformOutput", {"S3OutputPath": plan.output_uri, "Accept": content_types.JSON}
-        ),
-        transform_resources=shape(
-            "TransformResources",
-            {"InstanceCount": settings.instance_count, "InstanceType": settings.instance_type},
-        ),
-        batch_strategy=plan.batch_strategy,
-        max_concurrent_transforms=settings.concurrent_transforms,
-        max_payload_in_mb=settings.max_payload_mb,
-        environment=settings.environment(),
-        model_client_config=shape(
-            "ModelClientConfig",
-            {
-                "InvocationsTimeoutInSeconds": settings.invocation_timeout_s,
-                "InvocationsMaxRetries": settings.max_retries,
-            },
-        ),
-        **located(session),
-    )
+    with answers_read():
+        Model.create(
+            model_name=plan.name,
+            execution_role_arn=plan.role,
+            primary_container=container(plan.image_uri, plan.model_data, {}, multi=False),
+            **located(session),
+        )
+        source = {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": plan.input_uri}}
+        TransformJob.create(
+            transform_job_name=plan.name,
+            model_name=plan.name,
+            # one request per object: the whole image (no SplitType)
+            transform_input=shape(
+                "TransformInput", {"DataSource": source, "ContentType": plan.content_type}
+            ),
+            transform_output=shape(
+                "TransformOutput", {"S3OutputPath": plan.output_uri, "Accept": content_types.JSON}
+            ),
+            transform_resources=shape(
+                "TransformResources",
+                {"InstanceCount": settings.instance_count, "InstanceType": settings.instance_type},
+            ),
+            batch_strategy=plan.batch_strategy,
+            max_concurrent_transforms=settings.concurrent_transforms,
+            max_payload_in_mb=settings.max_payload_mb,
+            environment=settings.environment(),
+            model_client_config=shape(
+                "ModelClientConfig",
+                {
+                    "InvocationsTimeoutInSeconds": settings.invocation_timeout_s,
+                    "InvocationsMaxRetries": settings.max_retries,
+                },
+            ),
+            **located(session),
+        )
