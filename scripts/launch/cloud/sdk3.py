@@ -471,7 +471,8 @@ class ImagePredictor:
     def __init__(self, session: Session, endpoint: str) -> None:
         from sagemaker.core.resources import Endpoint  # noqa: PLC0415
 
-        self.endpoint = Endpoint.get(endpoint_name=endpoint, **located(session))
+        with answers_read():
+            self.endpoint = Endpoint.get(endpoint_name=endpoint, **located(session))
         self.session = session
 
     def classify(self, body: bytes, content_type: str, target_model: str | None = None) -> Any:
@@ -513,7 +514,8 @@ class AsyncPredictor:
 
         if session.bucket is None:
             raise CloudError("asynchronous requests need a bucket for their inputs: --bucket")
-        self.endpoint = Endpoint.get(endpoint_name=endpoint, **located(session))
+        with answers_read():
+            self.endpoint = Endpoint.get(endpoint_name=endpoint, **located(session))
         self.session = session
         self.s3 = session.boto_session.client("s3")
         self.inputs = f"{ASYNC_INPUTS}/{endpoint}-{datetime.now(UTC):%y%m%d-%H%M}"
