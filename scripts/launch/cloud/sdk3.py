@@ -39,7 +39,7 @@ from launch.cloud.jobs import (
     TrainingJobPlan,
     TuningJobPlan,
 )
-from launch.cloud.sdk2 import FAILURE, PENDING, RESULT
+from launch.cloud.sdk2 import FAILURE, PENDING, RESULT, with_losses_interval
 from launch.cloud.settings import AwsTarget, CloudError, error_code, split_s3_uri
 from launch.cloud.transform import TransformJobPlan
 from launch.search_space import SEARCH_SPACE, Choice, FloatRange
@@ -50,8 +50,6 @@ VOLUME_SIZE_GB = 30  # 2.x's Estimator default, sent by both generations
 VARIANT = "AllTraffic"  # the one production variant, named as 2.x names it
 # Where an asynchronous request's input goes, as 2.x's AsyncPredictor puts it.
 ASYNC_INPUTS = "async-endpoint-inputs"
-RULES = ("LossNotDecreasing", "Overfit", "Overtraining", "VanishingGradient",
-         "PoorWeightInitialization")  # fmt: skip
 
 # ------------------------------------------------------------------------------ the session
 
@@ -241,25 +239,23 @@ def start_tuning_job(session: Session, plan: TuningJobPlan) -> None:
         )
 
 
-def with_losses_interval(rule: dict[str, Any], interval: dict[str, Any]) -> dict[str, Any]:
-    """A built-in rule config whose `losses` collection uses the hook's save interval.
+def as_sent(rule: Any, region: str) -> Any:
+    """A built-in rule as 2.x's Estimator sends it: the region's evaluator image, no
+    instance type or volume of its own."""
+    from sagemaker.core.debugger import get_rule_container_image_uri  # noqa: PLC0415
 
-    The loss rules ask for `losses` every 500 steps; the hook would otherwise carry two
-    configurations of one collection.
-    """
-    for collection in rule.get("CollectionConfigurations", []):
-        if collection["CollectionName"] == "losses":
-            collection["CollectionParameters"] = {**collection["CollectionParameters"], **interval}
+    rule.image_uri = get_rule_container_image_uri(rule.name, region)
+    rule.instance_type = rule.volume_size_in_gb = None
     return rule
 
 
 def built_in_rules(region: str, interval: dict[str, str]) -> list[Any]:
-    """The five training rules, their evaluator image resolved for the region."""
-    from sagemaker.core.debugger import Rule, get_rule_container_image_uri  # noqa: PLC0415
+    """The five training rules, their `losses` saved at the hook's interval."""
+    from sagemaker.core.debugger import Rule  # noqa: PLC0415
     from sagemaker.core.debugger import rule_configs as configs  # noqa: PLC0415
 
-    rules = [
-        Rule.sagemaker(with_losses_interval(rule, interval))
+    return [
+        as_sent(Rule.sagemaker(with_losses_interval(rule, interval)), region)
         for rule in (
             configs.loss_not_decreasing(),
             configs.overfit(),
@@ -268,10 +264,6 @@ def built_in_rules(region: str, interval: dict[str, str]) -> list[Any]:
             configs.poor_weight_initialization(),
         )
     ]
-    for rule in rules:  # what 2.x's Estimator does to a built-in rule before the request
-        rule.image_uri = get_rule_container_image_uri(rule.name, region)
-        rule.instance_type = rule.volume_size_in_gb = None
-    return rules
 
 
 def collections(hook_losses: dict[str, Any], rules: list[Any]) -> list[dict[str, Any]]:
@@ -291,9 +283,7 @@ def debugger_arguments(
 
     interval = {"save_interval": str(debugger.save_interval)}
     rules = built_in_rules(session.region, interval)
-    profiler_rule = ProfilerRule.sagemaker(rule_configs.ProfilerReport())
-    profiler_rule.image_uri = rules[0].image_uri
-    profiler_rule.instance_type = profiler_rule.volume_size_in_gb = None
+    profiler_rule = as_sent(ProfilerRule.sagemaker(rule_configs.ProfilerReport()), session.region)
     hook = {
         "S3OutputPath": monitoring.debugger_uri,
         "HookParameters": interval,
