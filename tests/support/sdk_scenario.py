@@ -10,6 +10,7 @@ non-zero at the first command that fails, naming it.
 from __future__ import annotations
 
 import json
+import shlex
 import sys
 import tempfile
 import time
@@ -26,10 +27,11 @@ BUCKET = "sdk-scenario"
 TRAIN_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgcls-train:t1"
 SERVE_IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/imgcls-serve:t1"
 MODEL_DATA = f"s3://{BUCKET}/models/model.tar.gz"
-AWS = ("--bucket", BUCKET)
-SAGEMAKER = (*AWS, "--role", ROLE)
-TRAIN = (*SAGEMAKER, "--train-image", TRAIN_IMAGE)
-SERVE = (*SAGEMAKER, "--serve-image", SERVE_IMAGE)
+AWS = f"--bucket {BUCKET}"
+SAGEMAKER = f"{AWS} --role {ROLE}"
+TRAIN = f"{SAGEMAKER} --train-image {TRAIN_IMAGE}"
+SERVE = f"{SAGEMAKER} --serve-image {SERVE_IMAGE}"
+ANSWERS = ("cat", "cat", "dog", "dog")  # the SDK's and boto3's answers for two images
 
 
 def prediction(label: str) -> str:
@@ -44,13 +46,14 @@ def post(endpoint: str, path: str, payload: dict[str, object]) -> None:
     urllib.request.urlopen(request, timeout=10).close()
 
 
-def run(*argv: str) -> None:
-    print(f"$ cloud.py {' '.join(argv)}", flush=True)
+def run(line: str) -> None:
+    """`cloud.py` with this command line."""
+    print(f"$ cloud.py {line}", flush=True)
     started = time.monotonic()
-    code = cli.main(list(argv))
+    code = cli.main(shlex.split(line))
     print(f"({time.monotonic() - started:.1f} s)", flush=True)
     if code != 0:
-        sys.exit(f"cloud.py {argv[0]} exited {code}")
+        sys.exit(f"cloud.py {line} exited {code}")
 
 
 def prepare_bucket() -> None:
@@ -66,171 +69,69 @@ def prepare_bucket() -> None:
 
 
 def training(work: Path) -> None:
-    best = str(work / "best.json")
+    best = shlex.quote(str(work / "best.json"))
+    run(f"tune {TRAIN} --max-jobs 6 --max-parallel-jobs 3 --hp epochs=4 --spot --output {best}")
+    run(f"tune {TRAIN} --objective valid_loss --no-early-stopping --instance-count 2 --no-wait")
     run(
-        "tune",
-        *TRAIN,
-        "--max-jobs",
-        "6",
-        "--max-parallel-jobs",
-        "3",
-        "--hp",
-        "epochs=4",
-        "--spot",
-        "--output",
-        best,
+        f"train {TRAIN} --hp epochs=3 --hp lr=0.01 --spot --max-wait 90000 --save-interval 25 "
+        "--no-wait"
     )
     run(
-        "tune",
-        *TRAIN,
-        "--objective",
-        "valid_loss",
-        "--no-early-stopping",
-        "--instance-count",
-        "2",
-        "--no-wait",
+        f"train {TRAIN} --no-debugger --instance-count 2 --instance-type ml.g4dn.12xlarge "
+        "--input-mode FastFile --no-wait"
     )
-    run(
-        "train",
-        *TRAIN,
-        "--hp",
-        "epochs=3",
-        "--hp",
-        "lr=0.01",
-        "--spot",
-        "--max-wait",
-        "90000",
-        "--save-interval",
-        "25",
-        "--no-wait",
-    )
-    run(
-        "train",
-        *TRAIN,
-        "--no-debugger",
-        "--instance-count",
-        "2",
-        "--instance-type",
-        "ml.g4dn.12xlarge",
-        "--input-mode",
-        "FastFile",
-        "--no-wait",
-    )
+
+
+def invocation_answers(endpoint_url: str, kind: str, answers: list[dict[str, str]]) -> None:
+    """What moto answers the next invocations with, in order (real-time or asynchronous)."""
+    post(endpoint_url, f"/moto-api/static/sagemaker/{kind}", {"results": answers})
+
+
+def real_time_answers() -> list[dict[str, str]]:
+    return [{"Body": prediction(label), "ContentType": "application/json"} for label in ANSWERS]
 
 
 def hosting(endpoint_url: str, work: Path) -> None:
-    images = make_image_folder(work / "images", 1)
+    images = shlex.quote(str(make_image_folder(work / "images", 1)))
+    model = f"--model-data {MODEL_DATA}"
     run(
-        "deploy",
-        *SERVE,
-        "--model-data",
-        MODEL_DATA,
-        "--endpoint",
-        "scenario-rt",
-        "--max-instances",
-        "4",
-        "--target-invocations-per-instance",
-        "100",
+        f"deploy {SERVE} {model} --endpoint scenario-rt --max-instances 4 "
+        "--target-invocations-per-instance 100"
     )
-    post(
-        endpoint_url,
-        "/moto-api/static/sagemaker/endpoint-results",
-        {
-            "results": [
-                {"Body": prediction(label), "ContentType": "application/json"}
-                for label in ("cat", "cat", "dog", "dog")
-            ]
-        },
-    )
-    run("invoke", *AWS, "--endpoint", "scenario-rt", "--payload", "json", str(images))
-    run("cleanup", *AWS, "--endpoint", "scenario-rt")
+    invocation_answers(endpoint_url, "endpoint-results", real_time_answers())
+    run(f"invoke {AWS} --endpoint scenario-rt --payload json {images}")
+    run(f"cleanup {AWS} --endpoint scenario-rt")
 
     run(
-        "deploy",
-        *SERVE,
-        "--model-data",
-        MODEL_DATA,
-        "--endpoint",
-        "scenario-async",
-        "--instance-type",
-        "ml.m5.xlarge",
-        "--async",
-        "--min-instances",
-        "0",
-        "--max-instances",
-        "3",
+        f"deploy {SERVE} {model} --endpoint scenario-async --instance-type ml.m5.xlarge --async "
+        "--min-instances 0 --max-instances 3"
     )
-    post(
-        endpoint_url,
-        "/moto-api/static/sagemaker/async-endpoint-results",
-        {"results": [{"data": prediction(label)} for label in ("cat", "cat", "dog", "dog")]},
-    )
-    run("invoke", *AWS, "--endpoint", "scenario-async", str(images))
-    run("cleanup", *AWS, "--endpoint", "scenario-async")
+    async_answers = [{"data": prediction(label)} for label in ANSWERS]
+    invocation_answers(endpoint_url, "async-endpoint-results", async_answers)
+    run(f"invoke {AWS} --endpoint scenario-async {images}")
+    run(f"cleanup {AWS} --endpoint scenario-async")
 
     run(
-        "deploy",
-        *SERVE,
-        "--model-data",
-        MODEL_DATA,
-        "--endpoint",
-        "scenario-serverless",
-        "--serverless",
-        "--memory-mb",
-        "3072",
-        "--max-concurrency",
-        "5",
+        f"deploy {SERVE} {model} --endpoint scenario-serverless --serverless --memory-mb 3072 "
+        "--max-concurrency 5"
     )
-    run("cleanup", *AWS, "--endpoint", "scenario-serverless")
+    run(f"cleanup {AWS} --endpoint scenario-serverless")
 
     run(
-        "deploy",
-        *SERVE,
-        "--model-data",
-        f"s3://{BUCKET}/models/many",
-        "--endpoint",
-        "scenario-mme",
-        "--multi-model",
-        "--instance-type",
-        "ml.m5.xlarge",
+        f"deploy {SERVE} --model-data s3://{BUCKET}/models/many --endpoint scenario-mme "
+        "--multi-model --instance-type ml.m5.xlarge"
     )
-    post(
-        endpoint_url,
-        "/moto-api/static/sagemaker/endpoint-results",
-        {
-            "results": [
-                {"Body": prediction(label), "ContentType": "application/json"}
-                for label in ("cat", "cat", "dog", "dog")
-            ]
-        },
-    )
+    invocation_answers(endpoint_url, "endpoint-results", real_time_answers())
     run(
-        "invoke",
-        *AWS,
-        "--endpoint",
-        "scenario-mme",
-        "--payload",
-        "json",
-        "--target-model",
-        "customer-b.tar.gz",
-        str(images),
+        f"invoke {AWS} --endpoint scenario-mme --payload json --target-model customer-b.tar.gz "
+        f"{images}"
     )
-    run("cleanup", *AWS, "--endpoint", "scenario-mme")
+    run(f"cleanup {AWS} --endpoint scenario-mme")
 
+    # One upload at a time (--workers 1): the same order of requests in every run.
     run(
-        "transform",
-        *SERVE,
-        "--model-data",
-        MODEL_DATA,
-        "--input",
-        str(images),
-        "--instance-count",
-        "2",
-        "--max-concurrent-transforms",
-        "3",
-        "--workers",
-        "1",  # one upload at a time: the same order in every run
-        "--no-wait",
+        f"transform {SERVE} {model} --input {images} --instance-count 2 "
+        "--max-concurrent-transforms 3 --workers 1 --no-wait"
     )
 
 
