@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from launch.synthetic_images import make_dataset
-from support.aws_emulator import emulator_env, moto_server
+from support.aws_fixtures import aws  # noqa: F401 (a fixture of every test module)
 from support.jobs import train_model
 from support.targets import CONTAINER, PROCESS, Target, target_named
 
@@ -29,15 +28,6 @@ def photos_dir() -> Path:
     if not (path / "train").is_dir():
         pytest.skip(f"real photos not found at {path} (set {PHOTOS_ENV})")
     return path
-
-
-@pytest.fixture
-def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A fresh AWS API emulator; the environment points at it. Yields the endpoint URL."""
-    with moto_server() as endpoint:
-        for key, value in emulator_env(endpoint).items():
-            monkeypatch.setenv(key, value)
-        yield endpoint
 
 
 @pytest.fixture(
