@@ -39,8 +39,12 @@ def resize_short_side(image: Image.Image, short_side: int, mode: str) -> np.ndar
         return np.asarray(image)
     if mode == "nearest":
         # torch's `nearest`: source index floor(destination x scale), not Pillow's centres.
-        rows = np.minimum((np.arange(height) * (image.height / height)).astype(np.int64), image.height - 1)
-        columns = np.minimum((np.arange(width) * (image.width / width)).astype(np.int64), image.width - 1)
+        rows = np.minimum(
+            (np.arange(height) * (image.height / height)).astype(np.int64), image.height - 1
+        )
+        columns = np.minimum(
+            (np.arange(width) * (image.width / width)).astype(np.int64), image.width - 1
+        )
         return np.asarray(image)[rows[:, None], columns[None, :]]
     return np.asarray(image.resize((width, height), _FILTERS[mode], reducing_gap=None))
 

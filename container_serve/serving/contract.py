@@ -287,7 +287,9 @@ def serving_backend(
     installed = installed_backends() if installed is None else installed
     choice = (env.get(BACKEND_ENV) or precision.AUTO).strip().lower()
     if choice not in BACKENDS:
-        raise ServeConfigError(f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {choice!r}")
+        raise ServeConfigError(
+            f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {choice!r}"
+        )
     if choice == precision.AUTO:
         if not installed:
             raise ServeConfigError(

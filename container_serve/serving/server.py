@@ -78,7 +78,9 @@ def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> 
             chosen = onnx_files.choose(
                 config, settings.model_dir, settings.precision, settings.int8_min_agreement
             )
-            logger.info("onnx backend: %s in %s (%s)", chosen.path.name, chosen.precision, chosen.reason)
+            logger.info(
+                "onnx backend: %s in %s (%s)", chosen.path.name, chosen.precision, chosen.reason
+            )
     with runtime_dir() as runtime:
         server = start_model_server(settings, runtime)
         try:

@@ -93,7 +93,10 @@ def check_input(session: ort.InferenceSession, path: Path, config: ModelConfig) 
     if (
         shape is None
         or len(shape) != len(expected)
-        or any(isinstance(dim, int) and dim != want for dim, want in zip(shape[1:], expected[1:]))
+        or any(
+            isinstance(dim, int) and dim != want
+            for dim, want in zip(shape[1:], expected[1:], strict=True)
+        )
     ):
         raise ArtifactError(
             f"{path.name} takes {inputs}, but model_config.json's preprocessing makes "
