@@ -54,26 +54,27 @@ build() { # DOCKERFILE TAG VARIANT: docker build, its log kept in STATE_DIR
   docker build --network host --progress plain --file "docker/$1.Dockerfile" \
     "${args[@]}" --tag "$2" . >"$state/build-$2.log" 2>&1
 }
-# name:dockerfile:tag:variant
-images=("serve:serve:$SERVE_IMAGE:gpu" "train:train:$TRAIN_IMAGE:gpu"
-  "serve-cpu:serve:$SERVE_CPU_IMAGE:cpu")
+# "name dockerfile tag variant"
+images=("serve serve $SERVE_IMAGE gpu" "train train $TRAIN_IMAGE gpu"
+  "serve-cpu serve $SERVE_CPU_IMAGE cpu")
 if [[ -n ${TEST_IMAGES_ONLY:-} ]]; then
   for image in "${images[@]}"; do
-    [[ ${image%%:*} == "$TEST_IMAGES_ONLY" ]] && images=("$image") && break
+    [[ ${image%% *} == "$TEST_IMAGES_ONLY" ]] && images=("$image") && break
   done
-  [[ ${images[0]%%:*} == "$TEST_IMAGES_ONLY" ]] || fail "TEST_IMAGES_ONLY: no image $TEST_IMAGES_ONLY"
+  [[ ${images[0]%% *} == "$TEST_IMAGES_ONLY" ]] || fail "TEST_IMAGES_ONLY: no image $TEST_IMAGES_ONLY"
 fi
 # Side by side: each build spends most of its time in one pip process and one layer export.
 jobs=()
 for image in "${images[@]}"; do
-  IFS=: read -r _ dockerfile tag variant <<<"$image"
+  read -r _ dockerfile tag variant <<<"$image"
   build "$dockerfile" "$tag" "$variant" &
-  jobs+=("$tag:$!")
+  jobs+=("$tag $!")
 done
 for job in "${jobs[@]}"; do
-  if ! wait "${job##*:}"; then
-    tail -n 40 "$state/build-${job%:*}.log" >&2
-    fail "the ${job%:*} image did not build (the end of its log is above)"
+  read -r tag pid <<<"$job"
+  if ! wait "$pid"; then
+    tail -n 40 "$state/build-$tag.log" >&2
+    fail "the $tag image did not build (the end of its log is above)"
   fi
 done
 step "images built"
@@ -81,7 +82,7 @@ step "images built"
 # The images and their build cache: the engine's peak of disk (the push test prunes the cache).
 printf 'engine data after the builds: %s\n' "$(du -sh "$state" | cut -f1)" >&2
 for image in "${images[@]}"; do
-  IFS=: read -r name _ tag _ <<<"$image"
+  read -r name _ tag _ <<<"$image"
   printf '%s: %s bytes\n' "$tag" "$(docker image inspect --format '{{.Size}}' "$tag")" >&2
   case $name in
     train) export TEST_IMAGES_TRAIN=$TRAIN_IMAGE ;;
