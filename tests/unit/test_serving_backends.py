@@ -202,7 +202,7 @@ def test_an_onnx_worker_runs_without_torch(model_dir: Path, tmp_path: Path) -> N
     """As in the CPU image: torch cannot be imported, the worker loads and predicts."""
     script = (
         "import sys\n"
-        "sys.modules.update(torch=None, torchvision=None)  # not installed, as far as Python knows\n"
+        "sys.modules.update(torch=None, torchvision=None)  # as if not installed\n"
         "from serving import handler\n"
         "from PIL import Image\n"
         f"model = handler.model_fn({str(model_dir)!r})\n"
