@@ -127,14 +127,14 @@ def wait_for_startup(
     for phase, condition in phases:
         with timed(phase):
             wait_until(condition, settings, runtime, server, stop_requested)
-    log_worker_steps(runtime)
+    log_worker_steps(runtime, contract.BACKEND_RUNTIMES[settings.backend])
 
 
-def log_worker_steps(runtime: Path) -> None:
+def log_worker_steps(runtime: Path, backend_runtime: str = "torch") -> None:
     """The steps inside the last phase, as the preload process and the workers reported them."""
     steps = [
         (
-            "preload: import torch and the handler while the JVM starts",
+            f"preload: import {backend_runtime} and the handler while the JVM starts",
             state.preloaded_seconds(runtime),
         )
     ]
