@@ -28,7 +28,7 @@ $(VENV)/.installed: $(REQUIREMENTS) $(addsuffix /pyproject.toml,$(PACKAGES))
 # multi-model-server runs on that JDK's JRE; Debian's JDK is installed when javac is missing.
 $(VENV)/.serving-frontend: $(VENV)/.installed $(shell find container_serve/serving/java -name '*.java')
 	command -v javac >/dev/null || scripts/install-jdk.sh
-	$(BIN)/python -m serving.frontend build
+	$(BIN)/python -m serving.frontend_build build
 	touch $@
 
 # hadolint and shellcheck run as tests (tests/unit/test_docker_files.py), on every file.

@@ -108,7 +108,7 @@ COPY artifact /tmp/packages/artifact
 COPY container_serve /tmp/packages/container_serve
 RUN pip install --no-cache-dir --no-deps --no-build-isolation /tmp/packages/artifact /tmp/packages/container_serve \
  && pip check \
- && python -m serving.frontend jar
+ && python -m serving.frontend_build jar
 
 # ---- runtime ----
 FROM ${CPU_BASE_IMAGE} AS base-cpu
@@ -144,7 +144,7 @@ COPY --from=build /opt/venv /opt/venv
 # The JVM's class-data archive for this JRE and these jars (the frontend starts about 1 s
 # sooner): written by one start and stop of the frontend with a stub model, on loopback.
 # It must be written here, with the JRE that runs it, not in the build stage.
-RUN /opt/venv/bin/python -m serving.frontend archive
+RUN /opt/venv/bin/python -m serving.frontend_build archive
 ENV PATH=/opt/venv/bin:${PATH} \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \

@@ -6,20 +6,19 @@ config file and environment (mms_properties, model_server_env) and:
 - this package's frontend extension, compiled from `serving/java/` into a jar: its main
   class is multi-model-server's server plus server-side batching for the served model, a
   guard for odd requests (413 and 415 answers with a JSON reason, GET
-  /execution-parameters), on a multi-model endpoint a limit on the models loaded (507)
-  and the repair of failed registrations, and a worker-response decoder that takes split
-  answers to a batch; the Java sources say why each is needed;
+  /execution-parameters), on a multi-model endpoint a limit on the models loaded (507),
+  the repair of failed registrations and the drain of a model's requests before it is
+  unloaded, and a worker-response decoder that takes split answers to a batch; the Java
+  sources say why each is needed;
 - start-up flags that halve the JVM's boot (C1 compiler only, serial GC) and, where one
   was written for this JVM and these jars, an application class-data archive.
 
-`python -m serving.frontend build` compiles the jar (needs a JDK's `javac`) and writes the
-class archive (needs `java` only); `make venv` runs it, the serving image runs its two halves
-(`jar`, `archive`) in its build and final stages.
+This module is the run time only: it finds the jar and the archive and never builds them;
+`serving.frontend_build` does (`python -m serving.frontend_build jar|archive|build`).
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.util
 import json
@@ -27,17 +26,9 @@ import logging
 import os
 import random
 import shutil
-import signal
 import socket
-import subprocess
 import sys
-import tempfile
-import time
-import urllib.error
-import urllib.request
-import zipfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +51,7 @@ START_UP_FLAGS = ("-XX:TieredStopAtLevel=1", "-XX:+UseSerialGC", "-XX:-UsePerfDa
 BATCH_STRATEGY = "SINGLE_RECORD"
 HANDLER = "serving.entry:handle"  # what the workers run (multi-model-server's handler)
 PRELOAD_SOCKET = "preload.sock"  # in the runtime dir: where serving.preload listens
+RETRY_AFTER_S = 1  # the Retry-After of a 503 to a model being loaded or unloaded
 
 
 class FrontendError(Exception):
@@ -120,39 +112,14 @@ def classpath(jar: Path) -> list[Path]:
 # ------------------------------------------------------------------------------ the jar
 
 
-def build_jar(target: Path | None = None) -> Path:
-    """Compile serving/java against multi-model-server's jar; needs a JDK's javac."""
-    target = target or frontend_jar()
-    javac = shutil.which("javac")
-    if javac is None:
-        raise FrontendError(
-            f"{target.name} is missing and there is no javac to build it: install a JDK "
-            "(e.g. openjdk-17-jdk-headless) and run `python -m serving.frontend build`"
-        )
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix="frontend-classes-") as classes:
-        compile_command = [
-            javac, "--release", JAVA_RELEASE, "-nowarn", "-d", classes,
-            "-cp", os.pathsep.join(map(str, mms_jars())),
-            *map(str, java_sources()),
-        ]  # fmt: skip
-        result = subprocess.run(compile_command, capture_output=True, text=True, check=False)
-        if result.returncode != 0:
-            raise FrontendError(f"javac failed:\n{result.stderr.strip()}")
-        partial = target.with_suffix(f".{os.getpid()}.partial")
-        with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as jar:
-            for path in sorted(Path(classes).rglob("*.class")):
-                jar.write(path, path.relative_to(classes).as_posix())
-        partial.replace(target)  # atomic: a concurrent `serve` sees no half-written jar
-    return target
-
-
-def ensure_jar() -> Path:
-    """The frontend jar for these sources, compiled now if missing and a JDK is at hand."""
+def installed_jar() -> Path:
+    """The frontend jar for these sources; built at build time (serving.frontend_build)."""
     jar = frontend_jar()
     if not jar.is_file():
-        logger.info("compiling the frontend extension: %s", jar.name)
-        build_jar(jar)
+        raise FrontendError(
+            f"the frontend extension {jar} is missing (or was built from other sources): build "
+            "it with `python -m serving.frontend_build jar` (needs a JDK's javac)"
+        )
     return jar
 
 
@@ -185,7 +152,7 @@ def mms_properties(
     host: str = "0.0.0.0",  # SageMaker reaches the container on its own address
 ) -> str:
     """multi-model-server's config file (`-f`). Here, not in serving.server, because the
-    archive run below starts the same JVM with it (and server imports this module)."""
+    archive run (serving.frontend_build) starts the same JVM with it."""
     if settings.multi_model:
         # SageMaker's multi-model contract: the management API (POST /models, ...) on the
         # same port as /ping and /models/<name>/invoke.
@@ -269,6 +236,15 @@ def system_properties(settings: contract.ServeSettings) -> dict[str, str]:
         f"this endpoint holds at most {settings.max_models} models at once "
         f"({contract.MAX_MODELS_ENV}): unload one (DELETE /models/<name>) first"
     ).decode()
+    # DELETE /models/<name> waits for the model's requests in flight at most this long.
+    properties["serving.drain_timeout_s"] = str(settings.response_timeout_s)
+    properties["serving.model_unloading_body"] = error_body(
+        "the model is being unloaded: load it again (POST /models) before invoking it"
+    ).decode()
+    properties["serving.model_loading_body"] = error_body(
+        "the model is being loaded: retry once its POST /models has answered"
+    ).decode()
+    properties["serving.retry_after_s"] = str(RETRY_AFTER_S)
     return properties
 
 
@@ -292,7 +268,7 @@ def jvm_flags(settings: contract.ServeSettings, launch: Launch) -> list[str]:
         flags.append(f"-XX:SharedArchiveFile={archive}")
     else:
         logger.info(
-            "no class-data archive for this JVM (`python -m serving.frontend build` writes "
+            "no class-data archive for this JVM (`python -m serving.frontend_build build` writes "
             "one): the frontend starts about 1 s slower"
         )
     return flags
@@ -327,18 +303,6 @@ def jvm_command(
     return command
 
 
-# ------------------------------------------------------ writing the archive (a build step)
-
-
-# By module name: `python -m serving.frontend` runs this module as __main__.
-ARCHIVE_RUN_HANDLER = "serving.frontend:archive_run_handler"
-
-
-def archive_run_handler(data: list[Any] | None, context: Any) -> list[bytes] | None:
-    """The handler of the archive-writing run: loads nothing, answers every request."""
-    return None if data is None else [b"{}" for _ in data]
-
-
 def free_port() -> int:
     """A free TCP port below 32767 (multi-model-server's highest), free on every interface:
     the server listens on 0.0.0.0 (mms_properties), so a port taken on any address won't do."""
@@ -351,123 +315,3 @@ def free_port() -> int:
                 continue
             return port
     raise FrontendError(f"no free port found between 20000 and {contract.MAX_PORT - 1}")
-
-
-@contextmanager
-def _archive_run(java: Path, jar: Path, archive: Path) -> Iterator[int]:
-    """The frontend serving one stub model, writing `archive` when it exits; yields its port."""
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="frontend-archive-") as folder:
-        runtime = Path(folder)
-        (runtime / "store" / "model").mkdir(parents=True)
-        settings = contract.read_settings(
-            {contract.BIND_TO_PORT_ENV: str(port), contract.MODEL_SERVER_WORKERS_ENV: "1"}
-        )
-        config = runtime / "mms.properties"
-        config.write_text(mms_properties(settings, runtime, ARCHIVE_RUN_HANDLER, host="127.0.0.1"))
-        launch = Launch(java, jar, runtime, config, runtime / "store", "model=model")
-        flags = [f"-XX:ArchiveClassesAtExit={archive}", *START_UP_FLAGS]
-        command = jvm_command(settings, launch, flags)
-        process = subprocess.Popen(
-            command,
-            cwd=runtime,
-            env=model_server_env(settings, runtime),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        try:
-            yield port
-        finally:
-            os.killpg(process.pid, signal.SIGTERM)  # the JVM writes the archive as it exits
-            process.wait(timeout=120)
-            with suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)  # the stub's Python workers
-
-
-def _exercise(port: int) -> None:
-    """Load the classes of start-up, a batch, and every answer of the guard."""
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            request = urllib.request.Request(f"{url}/invocations", b"x", method="POST")
-            request.add_header("Content-Type", content_types.JPEG)
-            with urllib.request.urlopen(request, timeout=10):
-                break
-        except OSError:  # not up yet (an HTTP error is an OSError too)
-            if time.monotonic() > deadline:
-                raise FrontendError("the archive run did not answer within 120 s") from None
-            time.sleep(0.2)
-    for path, body, kind in (
-        ("/ping", None, None),
-        ("/execution-parameters", None, None),
-        ("/invocations", b"a=1", "application/x-www-form-urlencoded"),
-        ("/models", None, None),
-    ):
-        request = urllib.request.Request(f"{url}{path}", body)
-        if kind:
-            request.add_header("Content-Type", kind)
-        try:
-            with urllib.request.urlopen(request, timeout=10):
-                pass
-        except urllib.error.HTTPError as error:
-            error.read()
-
-
-def write_archive(java: Path, jar: Path) -> Path:
-    """Run the frontend once with a stub model and keep the classes it loaded."""
-    archive = archive_path(java, classpath(jar))
-    partial = archive.with_suffix(f".{os.getpid()}.partial")
-    with _archive_run(java, jar, partial) as port:
-        _exercise(port)
-    if not partial.is_file():
-        raise FrontendError(f"the JVM wrote no class archive ({java} may not support it)")
-    partial.replace(archive)
-    return archive
-
-
-def remove_all_but(*keep: Path) -> None:
-    """Earlier builds' jars and archives: never used again once their sources changed."""
-    for path in BUILD_DIR.iterdir():
-        if path not in keep:
-            path.unlink()
-
-
-# ------------------------------------------------------------------------------ the CLI
-
-
-COMMANDS = {
-    "jar": "compile the frontend extension (needs a JDK's javac)",
-    "archive": "write the class-data archive for this JVM and the jar (needs java)",
-    "build": "both, and remove what earlier builds left",
-}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m serving.frontend jar|archive|build` (the serving image compiles the jar in a
-    build stage with a JDK, and writes the archive in the stage it ships, with its JRE)."""
-    parser = argparse.ArgumentParser(description="Build serve's JVM frontend extension.")
-    parser.add_argument(
-        "command", choices=COMMANDS, help="; ".join(f"{k}: {v}" for k, v in COMMANDS.items())
-    )
-    command = parser.parse_args(argv).command
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    try:
-        jar = build_jar() if command in ("jar", "build") else frontend_jar()
-        print(f"frontend jar: {jar}")
-        if command in ("archive", "build"):
-            if not jar.is_file():
-                raise FrontendError(f"{jar} is missing: run `python -m serving.frontend jar` first")
-            archive = write_archive(java_executable(), jar)
-            print(f"class archive: {archive}")
-            if command == "build":
-                remove_all_but(jar, archive)
-    except FrontendError as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

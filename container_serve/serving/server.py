@@ -25,7 +25,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -38,6 +37,7 @@ from model_artifact.config import ArtifactError, read_config
 from serving import contract, frontend, state
 from serving.backends import onnx_files
 from serving.errors import ServeConfigError
+from serving.stop_signals import StopSignals
 
 logger = logging.getLogger("serve")
 
@@ -56,9 +56,7 @@ def main() -> int:
     logging.basicConfig(
         stream=sys.stdout, level=logging.INFO, format="%(asctime)s [serve] %(message)s"
     )
-    stop_requested = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda number, frame: stop_requested.set())
+    stop_requested = StopSignals()  # first: a signal from here on stops what has started
     try:
         return serve(contract.read_settings(), stop_requested)
     except (ServeConfigError, ArtifactError, ServeFailedError, frontend.FrontendError) as error:
@@ -66,7 +64,7 @@ def main() -> int:
         return 1
 
 
-def serve(settings: contract.ServeSettings, stop_requested: threading.Event) -> int:
+def serve(settings: contract.ServeSettings, stop_requested: StopSignals) -> int:
     started = time.perf_counter()
     if settings.multi_model:
         logger.info("multi-model endpoint: models are loaded with POST /models")
@@ -108,7 +106,7 @@ def wait_for_startup(
     settings: contract.ServeSettings,
     runtime: Path,
     server: subprocess.Popen[bytes],
-    stop_requested: threading.Event,
+    stop_requested: StopSignals,
 ) -> None:
     """Wait for the frontend, then for every worker to load and warm up the model."""
     phases = [
@@ -175,7 +173,7 @@ def runtime_dir() -> Iterator[Path]:
 def start_model_server(settings: contract.ServeSettings, runtime: Path) -> subprocess.Popen[bytes]:
     """The JVM frontend (serving.frontend), which starts the Python workers itself."""
     java = frontend.java_executable()
-    jar = frontend.ensure_jar()
+    jar = frontend.installed_jar()
     config_file = runtime / "mms.properties"
     config_file.write_text(frontend.mms_properties(settings, runtime), encoding="utf-8")
     launch = frontend.Launch(
@@ -235,7 +233,7 @@ def wait_until(
     settings: contract.ServeSettings,
     runtime: Path,
     server: subprocess.Popen[bytes],
-    stop_requested: threading.Event,
+    stop_requested: StopSignals,
 ) -> None:
     """Poll `condition` until it holds, failing fast when the server or the model fails."""
     deadline = time.monotonic() + settings.startup_timeout_s
@@ -255,7 +253,7 @@ def supervise(
     settings: contract.ServeSettings,
     runtime: Path,
     server: subprocess.Popen[bytes],
-    stop_requested: threading.Event,
+    stop_requested: StopSignals,
 ) -> None:
     """Serve until SIGTERM; a dead server, or a worker that can't reload the single model,
     is fatal. (On a multi-model endpoint a model that fails to load only fails its POST.)"""

@@ -1,9 +1,11 @@
-"""Building serve's JVM frontend extension (serving/frontend.py): the jar and its name."""
+"""serve's JVM frontend extension: building it (serving/frontend_build.py), the jar's name,
+and finding it at run time (serving/frontend.py)."""
 
 from __future__ import annotations
 
 import ast
 import os
+import re
 import shutil
 import subprocess
 import zipfile
@@ -11,13 +13,14 @@ from pathlib import Path
 
 import pytest
 
-from serving import frontend
+from serving import frontend, frontend_build
 
 
 def test_the_extension_compiles_against_multi_model_servers_jar(tmp_path: Path) -> None:
-    jar = frontend.build_jar(tmp_path / "frontend.jar")
+    jar = frontend_build.build_jar(tmp_path / "frontend.jar")
     names = zipfile.ZipFile(jar).namelist()
-    for java_class in ("ServingFrontend", "RequestGuard", "ModelRegistrations", "Settings"):
+    java_classes = ("ServingFrontend", "RequestGuard", "ModelRegistrations", "ModelDrain")
+    for java_class in (*java_classes, "ModelTraffic", "Routes", "Settings"):
         assert f"imgcls/serving/{java_class}.class" in names
     assert frontend.MAIN_CLASS.replace(".", "/") + ".class" in names
     assert "com/amazonaws/ml/mms/util/codec/ModelResponseDecoder.class" in names
@@ -35,13 +38,47 @@ def test_the_jar_is_named_after_its_sources(
     assert frontend.frontend_jar().name != before  # a changed source never runs an old jar
 
 
-def test_a_missing_jar_without_a_jdk_names_the_fix(
+def test_a_missing_jar_names_the_build_command_and_is_not_built_at_run_time(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(frontend, "BUILD_DIR", tmp_path / "build")
-    monkeypatch.setattr(frontend.shutil, "which", lambda name: None)
+    with pytest.raises(
+        frontend.FrontendError, match=re.escape("python -m serving.frontend_build jar")
+    ):
+        frontend.installed_jar()
+    assert not (tmp_path / "build").exists()
+
+
+def test_a_build_without_a_jdk_names_the_fix(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(frontend_build.shutil, "which", lambda name: None)
     with pytest.raises(frontend.FrontendError, match="install a JDK"):
-        frontend.ensure_jar()
+        frontend_build.build_jar(tmp_path / "frontend.jar")
+
+
+def test_the_build_refuses_another_multi_model_server_jar_with_the_reason(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The decoder replaces a class of multi-model-server 1.1.11's jar: another jar (a later
+    release, a rebuilt one) must be checked by someone before the extension is built on it."""
+    other = tmp_path / "mms" / "frontend" / "model-server.jar"
+    other.parent.mkdir(parents=True)
+    shutil.copyfile(frontend.mms_jars()[0], other)
+    with other.open("ab") as jar:
+        jar.write(b"\0")  # one byte more: another jar
+    monkeypatch.setattr(frontend, "mms_jars", lambda: [other])
+    with pytest.raises(
+        frontend.FrontendError, match=re.escape("multi-model-server 1.1.11")
+    ) as refused:
+        frontend_build.build_jar(tmp_path / "frontend.jar")
+    assert "ModelResponseDecoder" in str(refused.value)
+    assert not (tmp_path / "frontend.jar").exists()
+    assert frontend_build.main(["archive"]) == 1  # the archive is of the same jars
+
+
+def test_the_installed_multi_model_server_jar_is_the_one_checked_against() -> None:
+    frontend_build.check_mms_jars(frontend.mms_jars())  # raises if not
 
 
 def test_java_comes_from_java_home_or_the_path(tmp_path: Path) -> None:
@@ -52,16 +89,25 @@ def test_java_comes_from_java_home_or_the_path(tmp_path: Path) -> None:
         frontend.java_executable({"JAVA_HOME": str(tmp_path / "nowhere")})
 
 
-def test_the_frontend_never_imports_the_server() -> None:
-    """server imports frontend, so importing server here would be a cycle, even inside a
-    function: test_packaging's cycle test skips those as lazy and can't see it."""
+def imports_of(path: str | None) -> set[str]:
+    """Every module a source file imports, at its top or inside a function."""
+    assert path is not None
     imported = set()
-    for node in ast.walk(ast.parse(Path(frontend.__file__).read_text())):
+    for node in ast.walk(ast.parse(Path(path).read_text())):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:
             imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return imported
+
+
+def test_the_frontend_never_imports_the_server_nor_its_build() -> None:
+    """server imports frontend, so importing server here would be a cycle, even inside a
+    function: test_packaging's cycle test skips those as lazy and can't see it. The build
+    imports the frontend (for its locations and command line): the run time never builds."""
+    imported = imports_of(frontend.__file__)
     assert "serving.server" not in imported
+    assert "serving.frontend_build" not in imported
 
 
 # Feeds one worker answer to a decoder in two pieces, split at every byte; prints how many
@@ -142,7 +188,7 @@ def decode_split_frames(tmp_path: Path, classpath: list[Path]) -> tuple[int, int
 
 
 def test_a_batch_answer_that_arrives_in_pieces_is_decoded_whole(tmp_path: Path) -> None:
-    jar = frontend.build_jar(tmp_path / "frontend.jar")
+    jar = frontend_build.build_jar(tmp_path / "frontend.jar")
     decoded, failed = decode_split_frames(tmp_path, frontend.classpath(jar))
     assert (decoded, failed) == (decoded + failed, 0)
     # multi-model-server's own decoder (without the extension first) fails some splits.

@@ -19,9 +19,11 @@ from launch.local.jobdir import host_dirs, host_names, layout_job_dir, layout_se
 from model_artifact.config import CONFIG_FILE
 from serving.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV, MULTI_MODEL_ENV
 from serving.frontend import free_port  # one rule for ports; tests import it from here
+from serving.stop_signals import StopSignals
 from trainer.contract import MASTER_ADDR_ENV, MASTER_PORT_ENV
 
 DEFAULT_SERVE_PORT = 8080
+FOREGROUND_POLL_S = 0.5  # how often a foreground `serve` is checked for an exit of its own
 
 
 def installed_command(name: str) -> str:
@@ -159,16 +161,18 @@ def stop_server(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
 
 def serve(model_dir: Path, port: int, base_dir: Path, env: dict[str, str] | None = None) -> int:
     """Run `serve` in the foreground until Ctrl-C or SIGTERM; returns its exit code."""
-    return in_foreground(start_server(model_dir, base_dir, port, env))
+    stop = StopSignals()  # before `serve` starts: no signal may leave it running alone
+    return in_foreground(start_server(model_dir, base_dir, port, env), stop)
 
 
-def in_foreground(process: subprocess.Popen[bytes]) -> int:
-    """Wait for `serve`, passing SIGTERM on; returns its exit code."""
-    signal.signal(signal.SIGTERM, lambda signum, frame: process.terminate())
-    try:
-        return process.wait()
-    except KeyboardInterrupt:  # the terminal sent SIGINT to `serve` as well
-        return stop_server(process)
+def in_foreground(process: subprocess.Popen[bytes], stop: StopSignals) -> int:
+    """Wait for `serve`; on SIGTERM or SIGINT, stop it (SIGTERM, SIGKILL if it overruns) and
+    return its exit code. `serve` often has the signal already (a terminal's Ctrl-C, a
+    process group's SIGTERM): the one passed on is a second, which it takes as the first."""
+    while process.poll() is None:
+        if stop.wait(FOREGROUND_POLL_S):
+            return stop_server(process)
+    return process.returncode
 
 
 # ----------------------------------------------------------------- multi-model endpoints
@@ -218,6 +222,7 @@ def serve_multi_model(
     if not folders:
         print(f"error: no model folders (with {CONFIG_FILE}) in {models_dir}", file=sys.stderr)
         return 2
+    stop = StopSignals()
     process = start_multi_model_server(base_dir, port, env)
     try:
         wait_for_ping(port, process)
@@ -226,6 +231,8 @@ def serve_multi_model(
         stop_server(process)
         return 1
     for name, folder in folders.items():
+        if stop.is_set():
+            break
         status, message = client.load_model(port, name, folder)
         print(f"model {name}: {status} {message}", flush=True)
-    return in_foreground(process)
+    return in_foreground(process, stop)

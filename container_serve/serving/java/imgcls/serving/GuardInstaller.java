@@ -8,8 +8,8 @@ import org.slf4j.Logger;
 import org.slf4j.LoggerFactory;
 
 /**
- * Sits on a server channel and gives every accepted connection a {@link RequestGuard} and a
- * {@link ModelRegistrations}.
+ * Sits on a server channel and gives every accepted connection a {@link RequestGuard}, a
+ * {@link ModelRegistrations} and a {@link ModelDrain}.
  *
  * <p>They belong just before and after multi-model-server's "aggregator", which its own
  * initializer adds when the connection registers. So this handler adds a placeholder before
@@ -19,29 +19,33 @@ import org.slf4j.LoggerFactory;
 final class GuardInstaller extends ChannelInboundHandlerAdapter {
 
     private final Settings settings;
+    private final ModelTraffic traffic;
 
-    GuardInstaller(Settings settings) {
+    GuardInstaller(Settings settings, ModelTraffic traffic) {
         this.settings = settings;
+        this.traffic = traffic;
     }
 
     @Override
     public void channelRead(ChannelHandlerContext ctx, Object msg) {
         if (msg instanceof Channel) {
-            ((Channel) msg).pipeline().addLast(new Placeholder(settings));
+            ((Channel) msg).pipeline().addLast(new Placeholder(settings, traffic));
         }
         ctx.fireChannelRead(msg);
     }
 
-    /** Puts both around the aggregator once the connection's pipeline is built. */
+    /** Puts them around the aggregator once the connection's pipeline is built. */
     static final class Placeholder extends ChannelInboundHandlerAdapter {
 
         private static final Logger LOG = LoggerFactory.getLogger(Placeholder.class);
         private static final String AGGREGATOR = "aggregator"; // multi-model-server's name
 
         private final Settings settings;
+        private final ModelTraffic traffic;
 
-        Placeholder(Settings settings) {
+        Placeholder(Settings settings, ModelTraffic traffic) {
             this.settings = settings;
+            this.traffic = traffic;
         }
 
         @Override
@@ -51,7 +55,11 @@ final class GuardInstaller extends ChannelInboundHandlerAdapter {
                 LOG.error("No {} in the connection's pipeline: requests are not guarded", AGGREGATOR);
             } else {
                 pipeline.addBefore(AGGREGATOR, "serving-guard", new RequestGuard(settings));
-                pipeline.addAfter(AGGREGATOR, "serving-registrations", new ModelRegistrations(settings));
+                // In this order after the aggregator: the drain sees every request that
+                // multi-model-server's handler gets, and every answer it writes.
+                pipeline.addAfter(AGGREGATOR, "serving-drain", new ModelDrain(settings, traffic));
+                pipeline.addAfter(
+                        AGGREGATOR, "serving-registrations", new ModelRegistrations(settings, traffic));
             }
             pipeline.remove(this);
             super.channelActive(ctx);

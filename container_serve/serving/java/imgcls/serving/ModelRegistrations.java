@@ -39,6 +39,10 @@ import org.slf4j.LoggerFactory;
  * request for the model 503. So each failed registration is noted, and before the next POST
  * /models those still registered without a worker are removed.
  *
+ * <p>A model is marked as loading in {@link ModelTraffic} from its POST until the answer: its
+ * invocations meanwhile are refused (see {@link ModelDrain}) instead of waiting in a queue that a
+ * failed load leaves behind.
+ *
  * <p>It sits after multi-model-server's aggregator (it reads whole requests), before its HTTP
  * handler (it sees the responses that handler writes).
  */
@@ -51,11 +55,15 @@ final class ModelRegistrations extends ChannelDuplexHandler {
     private static final Object REGISTERING = new Object();
 
     private final Settings settings;
+    private final ModelTraffic traffic;
     /** The model this connection's POST /models in progress registers, if any. */
     private String registering;
+    /** The same model if it was not registered before: it is loading until the answer. */
+    private String loading;
 
-    ModelRegistrations(Settings settings) {
+    ModelRegistrations(Settings settings, ModelTraffic traffic) {
         this.settings = settings;
+        this.traffic = traffic;
     }
 
     @Override
@@ -86,6 +94,10 @@ final class ModelRegistrations extends ChannelDuplexHandler {
                 return;
             }
             registering = name; // a model already there gets multi-model-server's 409
+            if (name != null && !isRegistered(name)) {
+                loading = name;
+                traffic.startLoading(name);
+            }
             // multi-model-server registers the model within this call (its workers start later).
             super.channelRead(ctx, msg);
         }
@@ -99,6 +111,10 @@ final class ModelRegistrations extends ChannelDuplexHandler {
                 FAILED.add(registering);
             }
             registering = null;
+            if (loading != null) {
+                traffic.loaded(loading);
+                loading = null;
+            }
         }
         super.write(ctx, msg, promise);
     }

@@ -69,12 +69,13 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         if (!request.decoderResult().isSuccess()) {
             return false; // multi-model-server answers malformed requests itself
         }
-        String path = new QueryStringDecoder(request.uri()).path();
+        QueryStringDecoder decoder = new QueryStringDecoder(request.uri());
+        String path = decoder.path();
         if (HttpMethod.GET.equals(request.method()) && "/execution-parameters".equals(path)) {
             respond(ctx, request, HttpResponseStatus.OK, settings.executionParameters);
         } else if (HttpUtil.getContentLength(request, -1L) > settings.maxRequestBytes) {
             respond(ctx, request, HttpResponseStatus.REQUEST_ENTITY_TOO_LARGE, settings.tooLargeBody);
-        } else if (isForm(request) && feedsAWorker(path)) {
+        } else if (isForm(request) && Routes.invokedModel(decoder) != null) {
             respond(ctx, request, HttpResponseStatus.UNSUPPORTED_MEDIA_TYPE, settings.formBody);
         } else {
             return false;
@@ -86,19 +87,6 @@ final class RequestGuard extends ChannelInboundHandlerAdapter {
         CharSequence mime = HttpUtil.getMimeType(request);
         return HttpPostRequestDecoder.isMultipart(request)
                 || (mime != null && FORM.contentEquals(mime.toString().toLowerCase()));
-    }
-
-    /** The routes whose body multi-model-server turns into a worker's input. */
-    private static boolean feedsAWorker(String path) {
-        String[] segments = path.split("/");
-        if (segments.length < 2) {
-            return false;
-        }
-        String first = segments[1];
-        return ("invocations".equals(first) && segments.length == 2)
-                || ("models".equals(first) && segments.length == 4 && "invoke".equals(segments[3]))
-                || "predictions".equals(first)
-                || (segments.length == 3 && "predict".equals(segments[2]));
     }
 
     private void respond(

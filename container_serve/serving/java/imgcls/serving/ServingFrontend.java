@@ -25,7 +25,9 @@ import org.slf4j.LoggerFactory;
  * then no longer routes to). The batch size and delay are read by the model's workers at
  * every poll, so setting them right after start-up is enough.
  *
- * <p>2. A {@link RequestGuard} in front of every connection's HTTP handler (see there).
+ * <p>2. A {@link RequestGuard} in front of every connection's HTTP handler, and on a multi-model
+ * endpoint the limit on models held ({@link ModelRegistrations}) and the drain of a model's
+ * requests before it is unloaded ({@link ModelDrain}); see there.
  *
  * <p>Everything else is multi-model-server's own `main`, started the same way. `serve`
  * passes the settings as system properties (see {@link Settings}).
@@ -35,6 +37,8 @@ public final class ServingFrontend extends ModelServer {
     private static final Logger LOG = LoggerFactory.getLogger(ServingFrontend.class);
 
     private final Settings settings;
+    /** The models' requests in flight, across connections and both server channels. */
+    private final ModelTraffic traffic = new ModelTraffic();
 
     private ServingFrontend(ConfigManager configManager, Settings settings) {
         super(configManager);
@@ -67,7 +71,7 @@ public final class ServingFrontend extends ModelServer {
         // socket). Connections accepted in the instant between the bind and this line miss the
         // guard: the server is not reported up before start() returns.
         for (ChannelFuture closeFuture : closeFutures) {
-            closeFuture.channel().pipeline().addFirst(new GuardInstaller(settings));
+            closeFuture.channel().pipeline().addFirst(new GuardInstaller(settings, traffic));
         }
         applyBatching();
         return closeFutures;

@@ -20,6 +20,14 @@ final class Settings {
     final int maxModels;
 
     final String modelLimitBody;
+    /** Multi-model endpoints: at most this long an unload waits for the model's requests. */
+    final int drainTimeoutSeconds;
+    /** JSON bodies of the 503 answers to invocations of a model being unloaded or loaded. */
+    final String modelUnloadingBody;
+
+    final String modelLoadingBody;
+    /** The 503 answers' Retry-After. */
+    final int retryAfterSeconds;
 
     private Settings(
             int batchSize,
@@ -29,7 +37,11 @@ final class Settings {
             String formBody,
             String executionParameters,
             int maxModels,
-            String modelLimitBody) {
+            String modelLimitBody,
+            int drainTimeoutSeconds,
+            String modelUnloadingBody,
+            String modelLoadingBody,
+            int retryAfterSeconds) {
         this.batchSize = batchSize;
         this.maxBatchDelayMs = maxBatchDelayMs;
         this.maxRequestBytes = maxRequestBytes;
@@ -38,6 +50,10 @@ final class Settings {
         this.executionParameters = executionParameters;
         this.maxModels = maxModels;
         this.modelLimitBody = modelLimitBody;
+        this.drainTimeoutSeconds = drainTimeoutSeconds;
+        this.modelUnloadingBody = modelUnloadingBody;
+        this.modelLoadingBody = modelLoadingBody;
+        this.retryAfterSeconds = retryAfterSeconds;
     }
 
     static Settings fromSystemProperties() {
@@ -49,7 +65,11 @@ final class Settings {
                 required("serving.form_body"),
                 required("serving.execution_parameters"),
                 Integer.parseInt(required("serving.max_models")),
-                required("serving.model_limit_body"));
+                required("serving.model_limit_body"),
+                Integer.parseInt(required("serving.drain_timeout_s")),
+                required("serving.model_unloading_body"),
+                required("serving.model_loading_body"),
+                Integer.parseInt(required("serving.retry_after_s")));
     }
 
     private static String required(String name) {
