@@ -41,7 +41,7 @@ test: lint
 	$(BIN)/pytest
 
 # Both images built from docker/ on a private Docker engine, and the container tests run
-# against them (Debian 12, as root, about 30 GB of free disk): see docs/images.md.
+# against them (Debian 12, as root, about 30 GB of free disk): see docs/development.md.
 test-images: venv
 	docker/test-images.sh $(BIN)/pytest -m images --durations=10
 

@@ -9,7 +9,7 @@ On the first --images photos of the train channel, medians of --repeats passes:
   - raw forward, project:  the training job's backbone (BatchNorm folded, channels_last,
     autocast as amp=auto picks), on the same tensors;
   - pipeline, project:     what feature extraction runs: decode and resize in
-    num_workers processes, copy to the device, forward (trainer.engine.ImageFeatures).
+    num_workers processes, copy to the device, forward (trainer.sources.ImageFeatures).
 Ratios: the project's forward against the textbook's, and the pipeline against the raw
 forward (1.00 means decoding keeps the backbone busy; below that, the input is the
 bottleneck). On a GPU this is the pipeline-versus-forward measurement of issue 4.
@@ -31,10 +31,10 @@ from torch import nn
 
 from model_artifact.preprocessing import Preprocessing, eval_transform
 from trainer.data import Channel, ImageDataset, scan_channel
-from trainer.engine import ImageFeatures, backbone_features
 from trainer.hyperparameters import default_num_workers
 from trainer.model import build_backbone
 from trainer.runtime import Runtime, select_runtime
+from trainer.sources import ImageFeatures, backbone_features
 
 
 def synchronize(device: torch.device) -> None:

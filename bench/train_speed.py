@@ -116,10 +116,9 @@ def head_epoch_worker(rank: int, workers: int, port: str, result: str) -> None:
     from torch.nn.parallel import DistributedDataParallel  # noqa: PLC0415
 
     from trainer.cluster import Cluster  # noqa: PLC0415
-    from trainer.engine import batch_groups, epoch_order, train_stages_epoch  # noqa: PLC0415
-    from trainer.features import CachedFeatures  # noqa: PLC0415
+    from trainer.engine import epoch_order, share_batches, train_one_epoch  # noqa: PLC0415
     from trainer.model import FEATURE_DIM, build_head  # noqa: PLC0415
-    from trainer.runtime import select_runtime  # noqa: PLC0415
+    from trainer.sources import CachedFeatures  # noqa: PLC0415
 
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     cluster = Cluster(rank=rank, world_size=workers, local_world_size=workers)
@@ -135,12 +134,12 @@ def head_epoch_worker(rank: int, workers: int, port: str, result: str) -> None:
     optimizer = torch.optim.AdamW(head.parameters())
     if workers > 1:
         head = DistributedDataParallel(head)
-    runtime = select_runtime("off")
+    criterion = torch.nn.CrossEntropyLoss()
     times = []
     for epoch in range(1, 5):  # the first is a warm-up
-        groups = batch_groups(epoch_order(HEAD_ITEMS, 0, epoch), 64)
+        batches = share_batches(source, epoch_order(HEAD_ITEMS, 0, epoch), 64, cluster)
         started = time.perf_counter()
-        train_stages_epoch(head, source, groups, optimizer, cluster, runtime, epoch)
+        train_one_epoch(head, batches, optimizer, criterion, epoch, cluster)
         times.append(time.perf_counter() - started)
     if rank == 0:
         Path(result).write_text(json.dumps(statistics.median(times[1:])))

@@ -2,5 +2,6 @@
 
 - `config`: `model_config.json` as one typed, versioned document (no torch needed);
 - `preprocessing`: decoding and the eval transform, shared by training and serving;
-- `torchscript`: writing and loading `model.pt`.
+- `torchscript`: writing and loading `model.pt`;
+- `platform`: the SageMaker base folder both containers' contracts start from.
 """

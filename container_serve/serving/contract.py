@@ -18,11 +18,11 @@ from pathlib import Path
 import psutil
 from sagemaker_inference import parameters
 
-from model_artifact import precision
+from model_artifact import platform, precision
 from serving import content_types
 from serving.errors import ServeConfigError
 
-BASE_DIR_ENV = parameters.BASE_PATH_ENV
+BASE_DIR_ENV = platform.BASE_DIR_ENV  # the toolkit's parameters.BASE_PATH_ENV
 BIND_TO_PORT_ENV = parameters.BIND_TO_PORT_ENV
 MODEL_SERVER_WORKERS_ENV = parameters.MODEL_SERVER_WORKERS_ENV
 MODEL_SERVER_TIMEOUT_ENV = parameters.MODEL_SERVER_TIMEOUT_ENV
@@ -47,6 +47,7 @@ MAX_MODELS_ENV = "SERVING_MAX_MODELS"  # multi-model: models loaded at once
 # Set by `serve` for the worker processes; not part of SageMaker's contract.
 STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
 PRELOAD_SOCKET_ENV = "SERVING_PRELOAD_SOCKET"  # see serving/preload.py
+WORKER_ONLY_ENVS = (STATE_DIR_ENV, PRELOAD_SOCKET_ENV)  # no user sets these
 # Threads per worker: torch reads it (MMS workers default it to 1); ONNX Runtime ignores
 # it, so the onnx backend passes it to its session itself.
 TORCH_THREADS_ENV = "OMP_NUM_THREADS"
@@ -64,7 +65,7 @@ CUSTOM_ATTRIBUTES_HEADER = "x-amzn-sagemaker-custom-attributes"
 # On every answer: how many requests the server batched into the forward pass that made it.
 BATCH_SIZE_HEADER = "x-serving-batch-size"
 
-DEFAULT_BASE_DIR = "/opt/ml"
+DEFAULT_BASE_DIR = platform.DEFAULT_BASE_DIR
 MODEL_SUBDIR = "model"
 # Multi-model mode: SageMaker puts each model under <base>/models/<name>/model and
 # registers it with its absolute path, so multi-model-server's model store is "/".
@@ -99,7 +100,109 @@ BACKENDS = (precision.AUTO, *BACKEND_RUNTIMES)
 # What each backend can compute in (besides `auto`).
 BACKEND_PRECISIONS = {TORCH: tuple(precision.TORCH_DTYPES), ONNX: ("fp32", INT8)}
 DEFAULT_INT8_MIN_AGREEMENT = 0.995
+DEFAULT_PRELOAD = True  # import the backend's runtime and the handler while the JVM starts
 GIB = 1024**3
+
+
+def _either(names: tuple[str, ...]) -> str:
+    """`a`, `b` or `c`"""
+    quoted = [f"`{name}`" for name in names]
+    return f"{', '.join(quoted[:-1])} or {quoted[-1]}"
+
+
+@dataclass(frozen=True)
+class Setting:
+    """Variables `serve` reads (one, or a few read together), as the manual's table shows
+    them (scripts/gen_docs.py)."""
+
+    names: tuple[str, ...]
+    default: str
+    meaning: str
+
+
+SETTINGS = (
+    Setting(
+        (BIND_TO_PORT_ENV,),
+        str(DEFAULT_PORT),
+        f"must be below {MAX_PORT} (multi-model-server 1.1 rejects higher ports)",
+    ),
+    Setting((BASE_DIR_ENV,), f"`{DEFAULT_BASE_DIR}`", f"the model is `<base>/{MODEL_SUBDIR}`"),
+    Setting(
+        (MODEL_SERVER_WORKERS_ENV,),
+        f"1 per GPU; on a CPU 1 per {CORES_PER_DEFAULT_WORKER} cores; 1 per model on a "
+        "multi-model endpoint",
+        "workers x threads <= cores",
+    ),
+    Setting(
+        (TORCH_THREADS_ENV,),
+        "cores / workers",
+        "threads per worker: torch's, or the ONNX Runtime session's (`intra_op_num_threads`)",
+    ),
+    Setting(
+        (BACKEND_ENV,),
+        f"`{precision.AUTO}`",
+        f"{_either(BACKENDS)}: see [Backends](#backends)",
+    ),
+    Setting(
+        (BATCH_SIZE_ENV,),
+        f"{DEFAULT_BATCH_SIZE} on a CPU, {DEFAULT_GPU_BATCH_SIZE} on a GPU",
+        "requests per forward pass; `1` turns batching off",
+    ),
+    Setting(
+        (MAX_BATCH_DELAY_ENV,),
+        f"{DEFAULT_MAX_BATCH_DELAY_MS} on a CPU, {DEFAULT_GPU_MAX_BATCH_DELAY_MS} on a GPU",
+        "milliseconds a batch waits for more requests before it leaves",
+    ),
+    Setting(
+        (PRECISION_ENV,),
+        f"`{DEFAULT_PRECISION}`",
+        f"{_either(BACKEND_PRECISIONS[TORCH])} (torch), {_either(BACKEND_PRECISIONS[ONNX])} "
+        "(onnx), or `auto`: see [Precision](#precision)",
+    ),
+    Setting(
+        (INT8_MIN_AGREEMENT_ENV,),
+        str(DEFAULT_INT8_MIN_AGREEMENT),
+        "onnx, `auto`: int8 only when it agreed with fp32 at least this well (overall and "
+        "in its worst class)",
+    ),
+    Setting(
+        (MODEL_SERVER_TIMEOUT_ENV, MODEL_SERVER_TIMEOUT_SECONDS_ENV),
+        str(DEFAULT_TIMEOUT_S),
+        "seconds a request may take (passed as `default_response_timeout_seconds`: MMS "
+        "reads the plain property as minutes); the second wins",
+    ),
+    Setting(
+        (MAX_PAYLOAD_ENV,), str(DEFAULT_MAX_PAYLOAD_MB), "request and response size limit (MB)"
+    ),
+    Setting(
+        (STARTUP_TIMEOUT_ENV,),
+        str(DEFAULT_STARTUP_TIMEOUT_S),
+        "seconds until the model must be ready",
+    ),
+    Setting(
+        (DEFAULT_ACCEPT_ENV,),
+        f"`{DEFAULT_ACCEPT}`",
+        f"{_either(content_types.RESPONSE_TYPES)}; anything else stops `serve`",
+    ),
+    Setting((MULTI_MODEL_ENV,), "unset", "`true`: a multi-model endpoint (SageMaker sets it)"),
+    Setting(
+        (MAX_MODELS_ENV,),
+        "1 per GiB of memory beyond the first",
+        "multi-model: models held at once; one more answers 507",
+    ),
+    Setting(
+        (PRELOAD_ENV,),
+        f"`{str(DEFAULT_PRELOAD).lower()}`",
+        "`false`: each worker imports torch or onnxruntime itself (see [Start-up](#start-up))",
+    ),
+    Setting(
+        (MODEL_SERVER_VMARGS_ENV,),
+        "`serve`'s start-up flags",
+        "JVM options; when set they replace the start-up flags and the class archive",
+    ),
+    Setting((VISIBLE_GPUS_ENV,), "every GPU", "which GPUs the workers use"),
+    Setting((JAVA_HOME_ENV,), "`java` on PATH", "where multi-model-server's JRE is"),
+)
 
 
 @dataclass(frozen=True)
@@ -121,7 +224,7 @@ class ServeSettings:
     gpus: int = 0
     multi_model: bool = False
     max_models: int = 1  # multi-model: loaded at once; one more answers 507
-    preload: bool = True  # import the backend's runtime and the handler while the JVM starts
+    preload: bool = DEFAULT_PRELOAD
     backend: str = TORCH  # resolved: torch or onnx
     int8_min_agreement: float = DEFAULT_INT8_MIN_AGREEMENT
 
@@ -212,7 +315,7 @@ def read_settings(
         gpus=gpus,
         multi_model=multi_model,
         max_models=_positive_int(env, MAX_MODELS_ENV, default_max_models(memory_bytes)),
-        preload=_boolean(env, PRELOAD_ENV, default=True),
+        preload=_boolean(env, PRELOAD_ENV, default=DEFAULT_PRELOAD),
         backend=backend,
         int8_min_agreement=int8_min_agreement(env),
     )

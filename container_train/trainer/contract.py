@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
-DEFAULT_BASE_DIR = "/opt/ml"
+from model_artifact import platform
+
+BASE_DIR_ENV = platform.BASE_DIR_ENV
+DEFAULT_BASE_DIR = platform.DEFAULT_BASE_DIR
 DEBUG_CONFIG_ENV = "SMDEBUG_CONFIG_FILE_PATH"  # overrides <base>/input/config/debughookconfig.json
 # What the training toolkit's `train` runs; the `train` command of this package sets it.
 TRAINING_MODULE_ENV = "SAGEMAKER_TRAINING_MODULE"

@@ -1,93 +1,39 @@
-"""The training and evaluation loops over backbone features.
+"""The training and evaluation passes: one loop, one evaluation, one meter for every mode.
 
-The backbone is frozen, so the head only ever sees 2048-wide feature vectors.
-Where they come from is a `FeatureSource`: computed from the images on every pass
-(`ImageFeatures`, the textbook loop) or computed once and kept (`CachedFeatures`,
-see features.py). Both hand out the same batches for the same order, so the head
-trains identically either way.
+What trains is a module (the head, or the trained stages and the head), fed by a
+`FeatureSource` (sources.py). What differs between modes is passed in, not copied:
+- `model`: which parameters train (DistributedDataParallel-wrapped when gradients are
+  exchanged);
+- `batches`: where the input comes from, and which share of each global batch is this
+  worker's (`share_batches`);
+- `cluster`: who shares each global batch (`SINGLE` when one process trains: then every
+  collective is the identity);
+- `autocast`: the precision of the trained layers (the head trains in fp32; stages in
+  bf16 where the hardware has it natively).
+
+Determinism: the sample order of an epoch is a function of (seed, epoch) only (the job
+seeds dropout per epoch too), so cached and textbook runs, resumed and uninterrupted
+runs, and one worker or several take the same steps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
 
 import torch
 from torch import nn
 
-from trainer.cluster import Cluster
-from trainer.data import UNREADABLE, ImageDataset, image_loader
+from trainer.cluster import SINGLE, Cluster
+from trainer.data import UNREADABLE
 from trainer.errors import ClientError
-from trainer.runtime import Runtime
+from trainer.sources import Batch, FeatureSource, batch_groups
 
-Batch = tuple[torch.Tensor, torch.Tensor]  # (features, labels), on the training device
-
-
-def batch_groups(order: Sequence[int], batch_size: int) -> list[list[int]]:
-    """The global batches of a pass over `order`: the batches a one-process job trains on."""
-    return [list(order[start : start + batch_size]) for start in range(0, len(order), batch_size)]
-
-
-class FeatureSource(Protocol):
-    def __len__(self) -> int: ...
-
-    def batches(self, order: Sequence[int], batch_size: int) -> Iterator[Batch]:
-        """The batches of `batch_groups(order, batch_size)`, as `batches_of` hands them out."""
-        ...
-
-    def batches_of(self, groups: Sequence[Sequence[int]]) -> Iterator[Batch]:
-        """One batch per group of (non-empty) indices, in the given order."""
-        ...
-
-    @property
-    def unreadable(self) -> int:
-        """Items whose file could not be decoded (complete after one full pass)."""
-        ...
-
-
-class ImageFeatures:
-    """Decodes the images and runs the backbone on every pass."""
-
-    def __init__(
-        self, dataset: ImageDataset, backbone: nn.Module, runtime: Runtime, num_workers: int
-    ) -> None:
-        self.dataset = dataset
-        self.backbone = backbone
-        self.runtime = runtime
-        self.num_workers = num_workers
-        self.unreadable_seen: set[int] = set()
-
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    @property
-    def unreadable(self) -> int:
-        return len(self.unreadable_seen)
-
-    def batches(self, order: Sequence[int], batch_size: int) -> Iterator[Batch]:
-        return self.batches_of(batch_groups(order, batch_size))
-
-    def batches_of(self, groups: Sequence[Sequence[int]]) -> Iterator[Batch]:
-        loader = image_loader(self.dataset, groups, self.num_workers, self.runtime.pin_memory)
-        for group, (images, labels) in zip(groups, loader, strict=True):
-            self.unreadable_seen.update(
-                index for index, label in zip(group, labels.tolist(), strict=True) if label < 0
-            )
-            yield (
-                backbone_features(self.backbone, images, self.runtime),
-                labels.to(self.runtime.device, non_blocking=True),
-            )
-
-
-# no_grad, not inference_mode: the head saves these features for its backward pass.
-@torch.no_grad()
-def backbone_features(backbone: nn.Module, images: torch.Tensor, runtime: Runtime) -> torch.Tensor:
-    images = images.to(runtime.device, non_blocking=True, memory_format=torch.channels_last)
-    with runtime.autocast():
-        features = backbone(images)
-    return features.float()
+Autocast = Callable[[], AbstractContextManager[object]]
+NO_AUTOCAST: Autocast = contextlib.nullcontext  # fp32
 
 
 def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
@@ -95,80 +41,6 @@ def epoch_order(size: int, seed: int, epoch: int) -> list[int]:
     job and a cached-feature job see exactly the batches an uninterrupted textbook job sees."""
     generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
     return torch.randperm(size, generator=generator).tolist()
-
-
-@dataclass
-class Result:
-    loss: float
-    accuracy: float
-    count: int
-
-
-class Meter:
-    """Sums of loss and correct predictions over the readable items of a pass."""
-
-    def __init__(self) -> None:
-        self.loss_sum = 0.0
-        self.correct = 0
-        self.count = 0
-
-    def update(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        count = len(labels)
-        self.loss_sum += float(loss) * count
-        self.correct += int((logits.argmax(1) == labels).sum())
-        self.count += count
-
-    def result(self) -> Result:
-        if self.count == 0:
-            return Result(float("nan"), float("nan"), 0)
-        return Result(self.loss_sum / self.count, self.correct / self.count, self.count)
-
-
-def _readable(features: torch.Tensor, labels: torch.Tensor) -> Batch:
-    keep = labels != UNREADABLE
-    return features[keep], labels[keep]
-
-
-def train_one_epoch(
-    head: nn.Module,
-    batches: Iterator[Batch],
-    optimizer: torch.optim.Optimizer,
-    criterion: nn.Module,
-    epoch: int,
-) -> Result:
-    head.train()
-    meter = Meter()
-    for step, (all_features, all_labels) in enumerate(batches):
-        features, labels = _readable(all_features, all_labels)
-        if len(labels) == 0:
-            continue
-        logits = head(features)
-        loss = criterion(logits, labels)
-        if not torch.isfinite(loss):
-            raise ClientError(
-                f"training loss became {loss.item()} at epoch {epoch}, step {step}; "
-                f"lower lr or check the data"
-            )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        meter.update(loss.detach(), logits.detach(), labels)
-    return meter.result()
-
-
-@torch.inference_mode()
-def evaluate(head: nn.Module, batches: Iterator[Batch], criterion: nn.Module) -> Result:
-    head.eval()
-    meter = Meter()
-    for all_features, all_labels in batches:
-        features, labels = _readable(all_features, all_labels)
-        if len(labels):
-            logits = head(features)
-            meter.update(criterion(logits, labels), logits, labels)
-    return meter.result()
-
-
-# ------------------------------------------------------- training the last backbone stages
 
 
 def shares(groups: list[list[int]], cluster: Cluster) -> tuple[list[list[int]], list[bool]]:
@@ -183,56 +55,90 @@ def shares(groups: list[list[int]], cluster: Cluster) -> tuple[list[list[int]], 
     return parts, fillers
 
 
-class Sums:
-    """Loss, correct predictions and readable items of one worker's share of a pass."""
+def share_batches(
+    source: FeatureSource, order: Sequence[int], batch_size: int, cluster: Cluster = SINGLE
+) -> Iterator[Batch]:
+    """This worker's share of each global batch of `order`; a filler's items are marked
+    unreadable, so that they count nowhere."""
+    if not cluster.distributed:
+        yield from source.batches(order, batch_size)  # the whole batches, on the fast path
+        return
+    parts, fillers = shares(batch_groups(order, batch_size), cluster)
+    for (inputs, labels), filler in zip(source.batches_of(parts), fillers, strict=True):
+        yield inputs, torch.full_like(labels, UNREADABLE) if filler else labels
+
+
+def evaluation_batches(
+    source: FeatureSource, batch_size: int, cluster: Cluster = SINGLE
+) -> Iterator[Batch]:
+    """Every item once, in channel order; each worker takes every N-th item."""
+    return source.batches(range(len(source))[cluster.rank :: cluster.world_size], batch_size)
+
+
+@dataclass
+class Predictions:
+    """Per-item outputs of an evaluation pass, in channel order (every item of the channel:
+    an unreadable one keeps its place, with label UNREADABLE)."""
+
+    logits: torch.Tensor  # (items, classes), float32, CPU
+    labels: torch.Tensor  # (items,), int64, CPU
+
+    @property
+    def probabilities(self) -> torch.Tensor:
+        return self.logits.softmax(dim=1)
+
+
+@dataclass
+class Result:
+    loss: float
+    accuracy: float
+    count: int  # readable items of the pass, over every worker
+    predictions: Predictions | None = None  # when the evaluation was asked for them
+
+
+class Meter:
+    """Sums of loss, correct predictions and readable items of this worker's share of a
+    pass; `result` combines every worker's."""
 
     def __init__(self) -> None:
         self.values = [0.0, 0.0, 0.0]
 
-    def add(self, loss_sum: float, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        readable = labels != UNREADABLE
-        correct = int(((logits.argmax(1) == labels) & readable).sum())
-        self.values = [
-            self.values[0] + loss_sum,
-            self.values[1] + correct,
-            self.values[2] + int(readable.sum()),
-        ]
+    def add(self, loss_sum: float, logits: torch.Tensor, labels: torch.Tensor, count: int) -> None:
+        """A batch's summed loss over its `count` readable items, and its predictions."""
+        correct = int(((logits.argmax(1) == labels) & (labels != UNREADABLE)).sum())
+        self.values = [self.values[0] + loss_sum, self.values[1] + correct, self.values[2] + count]
 
-    def result(self, cluster: Cluster) -> Result:
+    def result(self, cluster: Cluster = SINGLE) -> Result:
         loss_sum, correct, count = cluster.sum(self.values)
         if count == 0:
             return Result(float("nan"), float("nan"), 0)
         return Result(loss_sum / count, correct / count, int(count))
 
 
-def train_stages_epoch(
+def train_one_epoch(
     model: nn.Module,
-    source: FeatureSource,
-    groups: list[list[int]],
+    batches: Iterator[Batch],
     optimizer: torch.optim.Optimizer,
-    cluster: Cluster,
-    runtime: Runtime,
+    criterion: nn.Module,
     epoch: int,
+    cluster: Cluster = SINGLE,
+    autocast: Autocast = NO_AUTOCAST,
 ) -> Result:
-    """One epoch of the trainable stages and head (DDP-wrapped when there are workers).
+    """One epoch of `model` on `batches` (this worker's share of each global batch).
 
-    Each worker's loss is its share's summed loss over the global batch's readable count,
-    times the number of workers: DDP averages the gradients, so every step takes the
-    gradient of the global batch's mean loss, as a one-process job does.
+    `criterion` averages over the readable items of the share. Scaled by the share's part
+    of the global batch's readable items, times the number of workers (DDP averages
+    gradients), every step takes the gradient of the global batch's mean loss, as one
+    process does; alone, the scale is exactly 1.
     """
     model.train()
-    criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
-    sums = Sums()
-    parts, fillers = shares(groups, cluster)
-    for step, ((inputs, all_labels), filler) in enumerate(
-        zip(source.batches_of(parts), fillers, strict=True)
-    ):
-        labels = torch.full_like(all_labels, UNREADABLE) if filler else all_labels
-        labels = labels.to(runtime.device, non_blocking=True)
-        with runtime.training_autocast():
-            logits = model(inputs.to(runtime.device, non_blocking=True))
-        loss_sum = criterion(logits.float(), labels)
-        count, total = cluster.sum([float((labels != UNREADABLE).sum()), float(loss_sum.detach())])
+    meter = Meter()
+    for step, (inputs, labels) in enumerate(batches):
+        with autocast():
+            logits = model(inputs).float()
+        loss, mine = _loss(criterion, logits, labels)
+        loss_sum = float(loss.detach()) * mine
+        count, total = cluster.sum([float(mine), loss_sum])
         if count and not math.isfinite(total):
             raise ClientError(
                 f"training loss became {total / count} at epoch {epoch}, step {step}; "
@@ -240,25 +146,73 @@ def train_stages_epoch(
             )
         optimizer.zero_grad(set_to_none=True)
         # Every worker runs backward in every step, so DDP's gradient reduction completes.
-        (loss_sum * (cluster.world_size / max(count, 1.0))).backward()
+        scale = mine * cluster.world_size / max(count, 1.0)
+        (loss if scale == 1.0 else loss * scale).backward()
         if count:
             optimizer.step()
-        sums.add(float(loss_sum.detach()), logits.detach(), labels)
-    return sums.result(cluster)
+        meter.add(loss_sum, logits.detach(), labels, mine)
+    return meter.result(cluster)
+
+
+def _loss(
+    criterion: nn.Module, logits: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, int]:
+    """The criterion over the readable items, and their number (a zero that keeps the graph
+    when there is none: the step still runs on every worker)."""
+    readable = labels != UNREADABLE
+    mine = int(readable.sum())
+    if mine == len(labels):
+        return criterion(logits, labels), mine
+    if mine == 0:
+        return logits.sum() * 0.0, 0
+    return criterion(logits[readable], labels[readable]), mine
 
 
 @torch.inference_mode()
-def evaluate_stages(
-    model: nn.Module, source: FeatureSource, batch_size: int, cluster: Cluster, runtime: Runtime
+def evaluate(
+    model: nn.Module,
+    batches: Iterator[Batch],
+    criterion: nn.Module,
+    cluster: Cluster = SINGLE,
+    autocast: Autocast = NO_AUTOCAST,
+    keep_predictions: bool = False,
 ) -> Result:
-    """Each worker evaluates every N-th item; the sums are combined."""
+    """Loss and accuracy of `model` over `batches` (this worker's share of a channel, see
+    `evaluation_batches`), combined over every worker; with `keep_predictions`, also
+    every item's logits and label in channel order, on every worker."""
     model.eval()
-    criterion = nn.CrossEntropyLoss(reduction="sum", ignore_index=UNREADABLE)
-    sums = Sums()
-    mine = list(range(len(source)))[cluster.rank :: cluster.world_size]
-    for inputs, batch_labels in source.batches_of(batch_groups(mine, batch_size)):
-        labels = batch_labels.to(runtime.device)
-        with runtime.training_autocast():
-            logits = model(inputs.to(runtime.device, non_blocking=True)).float()
-        sums.add(float(criterion(logits, labels)), logits, labels)
-    return sums.result(cluster)
+    meter = Meter()
+    kept: list[Batch] = []
+    for inputs, labels in batches:
+        with autocast():
+            logits = model(inputs).float()
+        loss, mine = _loss(criterion, logits, labels)
+        meter.add(float(loss) * mine, logits, labels, mine)
+        if keep_predictions:
+            kept.append((logits.cpu(), labels.cpu()))
+    result = meter.result(cluster)
+    if keep_predictions:
+        result.predictions = _in_channel_order(kept, cluster)
+    return result
+
+
+def _in_channel_order(kept: list[Batch], cluster: Cluster) -> Predictions:
+    """Every worker's predictions, interleaved back into channel order (worker r held
+    items r, r + N, r + 2N, ...)."""
+    mine = (torch.cat([b[0] for b in kept]), torch.cat([b[1] for b in kept])) if kept else None
+    if not cluster.distributed:
+        assert mine is not None, "a channel has at least one item"
+        return Predictions(*mine)
+    # The leader holds the most items (items 0, N, 2N, ...): their number, one item's shape.
+    shape: tuple[int, torch.Tensor] | None = (len(mine[1]), mine[0][0]) if mine else None
+    leaders = cluster.broadcast(shape)
+    assert leaders is not None, "the leader holds item 0"
+    rows, template = leaders
+    gathered = cluster.gather_batches(mine, rows, template)
+    items = sum(len(labels) for _, labels in gathered)
+    logits = torch.empty(items, *template.shape, dtype=template.dtype)
+    labels = torch.empty(items, dtype=torch.int64)
+    for rank, (worker_logits, worker_labels) in enumerate(gathered):
+        logits[rank :: cluster.world_size] = worker_logits
+        labels[rank :: cluster.world_size] = worker_labels
+    return Predictions(logits, labels)

@@ -65,9 +65,12 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
-def hp(default: Any, rule: Between | OneOf | None = None, trajectory: bool = True) -> Any:
-    """A hyperparameter field: its default, its rule, and whether it shapes the trajectory."""
-    metadata = {"rule": rule, "trajectory": trajectory}
+def hp(
+    default: Any, rule: Between | OneOf | None = None, trajectory: bool = True, help: str = ""
+) -> Any:
+    """A hyperparameter field: its default, its rule, whether it shapes the trajectory, and
+    what it means (the manual's table is generated from these: scripts/gen_docs.py)."""
+    metadata = {"rule": rule, "trajectory": trajectory, "help": help}
     if callable(default):
         return field(default_factory=default, metadata=metadata)
     return field(default=default, metadata=metadata)
@@ -78,35 +81,97 @@ TRAIN_LAYERS = ("head", "layer4", "layer3", "all")
 
 
 def default_num_workers() -> int:
+    """min(8, CPUs)"""
     return min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
 class Hyperparameters:
-    lr: float = hp(1e-3, Between(0, 10, low_open=True))
-    eps: float = hp(1e-8, Between(0, 1, low_open=True, high_open=True))
-    weight_decay: float = hp(0.01, Between(0, 10, high_open=True))
-    batch_size: int = hp(64, Between(1, 65536))
-    epochs: int = hp(5, Between(1, 10000), trajectory=False)  # a longer rerun resumes
-    hidden_units: int = hp(256, Between(1, 65536))
-    dropout: float = hp(0.2, Between(0, 1, high_open=True))
-    image_size: int = hp(224, Between(32, 1024))
-    pretrained: bool = hp(True)
-    seed: int = hp(42, Between(0, 2**32 - 1))
-    num_workers: int = hp(default_num_workers, Between(0, 64), trajectory=False)
-    patience: int = hp(0, Between(0, note="0 turns early stopping off"), trajectory=False)
-    feature_cache: str = hp("auto", OneOf(("auto", "on", "off")), trajectory=False)
-    amp: str = hp("auto", OneOf(("auto", "bf16", "fp16", "off")))
-    profile_steps: int = hp(0, Between(0, 1000, note="0 turns profiling off"), trajectory=False)
+    lr: float = hp(
+        1e-3,
+        Between(0, 10, low_open=True),
+        help="AdamW's learning rate for the head (trained backbone stages: see "
+        "`backbone_lr_factor`)",
+    )
+    eps: float = hp(1e-8, Between(0, 1, low_open=True, high_open=True), help="AdamW's epsilon")
+    weight_decay: float = hp(0.01, Between(0, 10, high_open=True), help="AdamW's weight decay")
+    batch_size: int = hp(64, Between(1, 65536), help="images per training step")
+    epochs: int = hp(
+        5, Between(1, 10000), trajectory=False, help="passes over `train`; a longer rerun resumes"
+    )
+    hidden_units: int = hp(
+        256, Between(1, 65536), help="head: 2048 -> hidden (ReLU, dropout) -> classes"
+    )
+    dropout: float = hp(
+        0.2, Between(0, 1, high_open=True), help="dropout of the head's hidden layer"
+    )
+    image_size: int = hp(
+        224, Between(32, 1024), help="centre crop after resizing the short side to size/0.875"
+    )
+    pretrained: bool = hp(
+        True, help="ImageNet weights (IMAGENET1K_V2) from `TORCH_HOME`; the image bakes them in"
+    )
+    seed: int = hp(42, Between(0, 2**32 - 1), help="weights of the head, shuffling, dropout")
+    num_workers: int = hp(
+        default_num_workers, Between(0, 64), trajectory=False, help="decoding processes"
+    )
+    patience: int = hp(
+        0,
+        Between(0, note="0 turns early stopping off"),
+        trajectory=False,
+        help="early stopping on valid loss; the best epoch's head is exported either way",
+    )
+    feature_cache: str = hp(
+        "auto",
+        OneOf(("auto", "on", "off")),
+        trajectory=False,
+        help="`auto`/`on`: backbone features once per image; `off`: the textbook loop",
+    )
+    amp: str = hp(
+        "auto",
+        OneOf(("auto", "bf16", "fp16", "off")),
+        help="bf16/fp16 autocast for the backbone where the hardware has it natively",
+    )
+    profile_steps: int = hp(
+        0,
+        Between(0, 1000, note="0 turns profiling off"),
+        trajectory=False,
+        help="N > 0: torch.profiler trace of the first N training steps in "
+        "`output/data/profile/` (the leader's, whatever `train_layers` trains)",
+    )
     # What trains: the head alone on frozen features, or the head and the last stages.
-    train_layers: str = hp("head", OneOf(TRAIN_LAYERS))
-    backbone_lr_factor: float = hp(0.1, Between(0, 1, low_open=True, note="times lr"))
+    train_layers: str = hp(
+        "head",
+        OneOf(TRAIN_LAYERS),
+        help="what trains: `head` (frozen backbone), `layer4`, `layer3` (those stages and the "
+        "ones after them, and the head) or `all`",
+    )
+    backbone_lr_factor: float = hp(
+        0.1,
+        Between(0, 1, low_open=True, note="times lr"),
+        help="the trained backbone stages learn at `lr` times this (the head at `lr`)",
+    )
     workers_per_host: int = hp(
-        0, Between(0, 64, note="0: one per GPU, one on a CPU host"), trajectory=False
+        0,
+        Between(0, 64, note="0: one per GPU, one on a CPU host"),
+        trajectory=False,
+        help="training processes per host",
     )
     # Bounds how long a worker waits for a peer that hangs, or for a host that never
     # starts; a peer that crashes is noticed within seconds whatever this is.
-    dist_timeout: int = hp(300, Between(10, 86400, note="seconds"), trajectory=False)
+    dist_timeout: int = hp(
+        300,
+        Between(10, 86400, note="seconds"),
+        trajectory=False,
+        help="how long a worker waits for a peer that hangs, or for a host that never starts",
+    )
+    # The ONNX step at the end of the job; tuning trials turn it off (launch.search_space).
+    onnx: bool = hp(
+        True,
+        trajectory=False,
+        help="`model.onnx` and `model.int8.onnx` beside `model.pt` "
+        "([ONNX graphs](#onnx-graphs-for-cpu-endpoints)); tuning trials get `false`",
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -160,6 +225,12 @@ def _allowed(kind: type, rule: Between | OneOf | None) -> str:
     if rule is not None:
         return rule.describe(kind)
     return "true or false" if kind is bool else kind.__name__
+
+
+def allowed_values(name: str) -> str:
+    """What a hyperparameter accepts, as its error message says it (`an integer in [1, 64]`)."""
+    known = {f.name: f for f in fields(Hyperparameters)}[name]
+    return _allowed(_KINDS[str(known.type)], known.metadata["rule"])
 
 
 def parse_hyperparameters(raw: Mapping[str, Any]) -> Hyperparameters:

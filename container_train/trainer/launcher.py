@@ -28,12 +28,16 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.elastic.rendezvous import RendezvousError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from trainer.cluster import Cluster
 from trainer.contract import (
@@ -54,6 +58,9 @@ from trainer.errors import ClientError, JobFailedError
 from trainer.hyperparameters import Hyperparameters
 
 log = logging.getLogger(__name__)
+
+# What each worker runs: the job (trainer.job.run), given to `launch` by the job itself.
+Job = Callable[[TrainingPaths, Hyperparameters, Cluster], None]
 
 FAILURE_KEY = "imgcls/failure"  # the first failing worker's reason, in the rendezvous store
 PEER_REASON_WAIT_S = 3.0  # how long a worker that lost a peer waits for the peer's reason
@@ -86,14 +93,9 @@ def plan_workers(paths: TrainingPaths, hp: Hyperparameters) -> Plan:
     return Plan(resources, workers)
 
 
-def launch(plan: Plan, hp: Hyperparameters) -> None:
-    """Run this host's workers; raise JobFailedError with the first failure's reason."""
-    from torch.distributed.elastic.multiprocessing.errors import (  # noqa: PLC0415
-        ChildFailedError,
-    )
-    from torch.distributed.elastic.rendezvous import RendezvousError  # noqa: PLC0415
-    from torch.distributed.launcher.api import LaunchConfig, elastic_launch  # noqa: PLC0415
-
+def launch(plan: Plan, hp: Hyperparameters, job: Job) -> None:
+    """Run `job` in each of this host's workers; raise JobFailedError with the first
+    failure's reason."""
     resources = plan.resources
     address, port = rendezvous_address(resources)
     os.environ.update(collective_interface_environment(resources))
@@ -120,8 +122,9 @@ def launch(plan: Plan, hp: Hyperparameters) -> None:
         port,
     )
     try:
-        # The parsed hyperparameters travel to the spawned workers (pickled), read once.
-        elastic_launch(config, worker)(resources.current_host, hp)
+        # The parsed hyperparameters and the job travel to the spawned workers (pickled:
+        # the job by its module and name), read once.
+        elastic_launch(config, worker)(resources.current_host, hp, job)
     except ChildFailedError as error:
         rank, failure = error.get_first_failure()
         raise JobFailedError(
@@ -171,10 +174,8 @@ def _first_line(error: BaseException) -> str:
 # ------------------------------------------------------------------------ in each worker
 
 
-def worker(host: str, hp: Hyperparameters) -> None:
-    """A worker process: join the process group, run the job, report a failure."""
-    from trainer.job import run  # noqa: PLC0415 - spawned workers import the job lazily
-
+def worker(host: str, hp: Hyperparameters, job: Job) -> None:
+    """A worker process: join the process group, run `job`, report a failure."""
     paths = training_paths()
     cluster = join_process_group(hp, host)
     # A spawned process starts without the toolkit's logging configuration.
@@ -183,7 +184,7 @@ def worker(host: str, hp: Hyperparameters) -> None:
     )
     logging.getLogger("trainer").setLevel(logging.INFO)
     try:
-        run(paths, hp, cluster)
+        job(paths, hp, cluster)
     except JobFailedError as error:
         publish_failure(str(error))
         raise

@@ -14,14 +14,29 @@ from typing import Any
 # A float as Python's format(value, ".4f") or repr prints it, including nan and inf.
 _NUMBER = r"(-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?|nan|inf)"
 
+# The keys the job prints (`split_quantity=value`); each is read back by one MetricDefinition.
+METRIC_KEYS = (
+    "train_loss",
+    "train_accuracy",
+    "valid_loss",
+    "valid_accuracy",
+    "test_loss",
+    "test_accuracy",
+)
+
+
+def metric_name(key: str) -> str:
+    """The MetricDefinitions name of a printed key (`valid_loss` -> `valid:loss`), as the
+    tuner's objective and the training console name it."""
+    if key not in METRIC_KEYS:
+        raise ValueError(f"no metric {key!r}; the job prints {', '.join(METRIC_KEYS)}")
+    split, _, quantity = key.partition("_")
+    return f"{split}:{quantity}"
+
+
 # Typed loosely: the SageMaker SDK wants dict[str, str | PipelineVariable].
 METRIC_DEFINITIONS: list[dict[str, Any]] = [
-    {"Name": "train:loss", "Regex": rf"\btrain_loss={_NUMBER}"},
-    {"Name": "train:accuracy", "Regex": rf"\btrain_accuracy={_NUMBER}"},
-    {"Name": "valid:loss", "Regex": rf"\bvalid_loss={_NUMBER}"},
-    {"Name": "valid:accuracy", "Regex": rf"\bvalid_accuracy={_NUMBER}"},
-    {"Name": "test:loss", "Regex": rf"\btest_loss={_NUMBER}"},
-    {"Name": "test:accuracy", "Regex": rf"\btest_accuracy={_NUMBER}"},
+    {"Name": metric_name(key), "Regex": rf"\b{key}={_NUMBER}"} for key in METRIC_KEYS
 ]
 
 

@@ -13,6 +13,7 @@ import pytest
 from launch.cloud import cli as cloud
 from launch.cloud.data import SplitFractions, plan_split
 from launch.synthetic_images import make_dataset, make_image_folder
+from support.aws_emulator import Emulator
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = (
@@ -160,6 +161,77 @@ def test_train_without_uploaded_data_says_to_upload(
         f"error: no train or valid channel under s3://{BUCKET}/image-classifier/data/: "
         "run `cloud.py upload --data DIR` first or pass --data-uri\n"
     )
+
+
+# ------------------------------------------------------------- checked before any AWS call
+
+
+def aws_requests(emulator: Emulator) -> list[str]:
+    """The URLs of every request the emulator received from the CLI."""
+    return [entry["url"] for entry in emulator.recorded() if "/moto-api/" not in entry["url"]]
+
+
+@pytest.fixture
+def configured(emulator: Emulator) -> Emulator:
+    """Everything a job needs is there (bucket, channels, role), so only the check refuses."""
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket=BUCKET)
+    for channel in ("train", "valid"):
+        s3.put_object(Bucket=BUCKET, Key=f"image-classifier/data/{channel}/cat/0.jpg")
+    emulator.post("/moto-api/recorder/reset-recording")
+    return emulator
+
+
+JOB_FLAGS = ("--role", ROLE, "--train-image", "img:1", "--bucket", BUCKET, "--no-wait")
+
+
+@pytest.mark.parametrize(
+    ("argv", "reason"),
+    [
+        (
+            ["train", "--hp", "epochs=ten"],
+            "hyperparameter epochs='ten' is invalid: expected an integer in [1, 10000]",
+        ),
+        (
+            ["tune", "--hp", "lr=0"],
+            "hyperparameter lr='0' is out of range: expected a number in (0, 10]",
+        ),
+        (["train", "--hp", "epochs"], "--hp takes key=value, got 'epochs'"),
+    ],
+)
+def test_a_value_the_job_would_refuse_is_refused_before_any_aws_call(
+    configured: Emulator, capsys: pytest.CaptureFixture[str], argv: list[str], reason: str
+) -> None:
+    code, out, err = run_cli(capsys, *argv, *JOB_FLAGS)
+    assert (code, out, err) == (2, "", f"error: {reason}\n")
+    assert aws_requests(configured) == []
+
+
+def test_a_hyperparameters_file_is_checked_with_the_flags_over_it(
+    configured: Emulator, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    tuned = tmp_path / "best.json"
+    tuned.write_text(json.dumps({"hyperparameters": {"lr": "0.01", "batch_szie": "64"}}))
+    code, _, err = run_cli(capsys, "train", *JOB_FLAGS, "--hyperparameters", str(tuned))
+    assert code == 2
+    assert err.startswith("error: unknown hyperparameter 'batch_szie'; known: amp, ")
+    tuned.write_text(json.dumps({"lr": "fast"}))  # a flat object, as a user writes one
+    code, _, err = run_cli(
+        capsys, "train", *JOB_FLAGS, "--hyperparameters", str(tuned), "--hp", "epochs=0"
+    )
+    assert (code, err.split(":")[1]) == (2, " hyperparameter lr='fast' is invalid")
+    assert aws_requests(configured) == []
+    # A bad file value that --hp replaces is no longer the job's: the job starts.
+    code, _, err = run_cli(
+        capsys, "train", *JOB_FLAGS, "--hyperparameters", str(tuned), "--hp", "lr=0.5"
+    )
+    assert code == 0, err
+    assert len(configured.requests("CreateTrainingJob")) == 1  # the recorder sees the CLI
+    (job,) = boto3.client("sagemaker").list_training_jobs()["TrainingJobSummaries"]
+    described = boto3.client("sagemaker").describe_training_job(
+        TrainingJobName=job["TrainingJobName"]
+    )
+    assert described["HyperParameters"] == {"lr": "0.5"}
 
 
 # ------------------------------------------------------------------------------------- split

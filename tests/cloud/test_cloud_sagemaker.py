@@ -112,6 +112,7 @@ def test_tune_sends_the_search_space_objective_and_metric_regexes(
     assert definition["AlgorithmSpecification"]["TrainingImage"] == TRAIN_IMAGE
     assert definition["AlgorithmSpecification"]["MetricDefinitions"] == METRIC_DEFINITIONS
     assert definition["StaticHyperParameters"]["epochs"] == "4"
+    assert definition["StaticHyperParameters"]["onnx"] == "false"  # trials skip the ONNX graphs
     assert definition["EnableManagedSpotTraining"] is True
     assert definition["CheckpointConfig"]["S3Uri"] == (
         f"s3://{BUCKET}/image-classifier/checkpoints/{name}"
@@ -123,6 +124,7 @@ def test_tune_sends_the_search_space_objective_and_metric_regexes(
     assert best["tuning_job"] == name
     assert best["training_job"] == "FakeTrainingJobName"
     assert best["hyperparameters"]["epochs"] == "4"
+    assert "onnx" not in best["hyperparameters"]  # the job trained with them makes the graphs
     assert not any(key.startswith(("sagemaker_", "_tuning")) for key in best["hyperparameters"])
     assert "best training job FakeTrainingJobName" in out
     assert "  epochs=4" in out

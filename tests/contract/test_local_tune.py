@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from launch.search_space import SEARCH_SPACE, Choice, FloatRange
 from launch.synthetic_images import make_dataset
+from model_artifact.config import MODEL_FILE, ONNX_FILE
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 from trainer.metrics import parse_metrics
-from trainer.search_space import SEARCH_SPACE, Choice, FloatRange
 
 pytestmark = pytest.mark.contract
 
@@ -63,3 +64,9 @@ def test_tune_runs_trials_and_reports_the_best(tmp_path: Path, repo_root: Path) 
     for trial_dir in (out / "trials").iterdir():
         assert not (TrainingPaths(trial_dir).output_data_dir / FEATURE_CACHE_CHANNEL).exists()
     assert (out / "trials.png").read_bytes().startswith(b"\x89PNG")
+    # Trials skip the ONNX graphs; the job trained with the best hyperparameters makes them.
+    for trial_dir in (out / "trials").iterdir():
+        model_dir = TrainingPaths(trial_dir).model_dir
+        assert (model_dir / MODEL_FILE).is_file()
+        assert not (model_dir / ONNX_FILE).exists()
+    assert "onnx" not in best["hyperparameters"]

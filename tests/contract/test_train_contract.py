@@ -7,6 +7,8 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import onnxruntime
 import pytest
 import torch
 
@@ -15,6 +17,7 @@ from model_artifact.preprocessing import Preprocessing, eval_transform, open_rgb
 from support.jobs import failure_reason, train_tiny, write_debug_hook_config
 from support.targets import CONTAINER, PROCESS, Target
 from trainer.metrics import parse_metrics
+from trainer.onnx_export import AGREEMENT_IMAGES, CALIBRATION_IMAGES
 
 pytestmark = pytest.mark.contract
 
@@ -26,10 +29,11 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def job(data: Path, target: Target, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
-    """One successful job with a test channel and a Debugger hook config; (job dir, log)."""
+    """One successful job with a test channel, a Debugger hook config and the ONNX graphs;
+    (job dir, log)."""
     job_dir = tmp_path_factory.mktemp("job")
     write_debug_hook_config(job_dir, seen_as=target.base_dir(job_dir))
-    completed = train_tiny(data, job_dir, target=target, epochs="3", lr="0.01")
+    completed = train_tiny(data, job_dir, target=target, epochs="3", lr="0.01", onnx="on")
     assert completed.returncode == 0, completed.stdout + completed.stderr
     return job_dir, completed.stdout + completed.stderr
 
@@ -82,6 +86,31 @@ def test_reloaded_artifact_reproduces_the_reported_accuracy(
     accuracy = float((logits.argmax(1) == labels).float().mean())
     assert accuracy == pytest.approx(config["metrics"]["valid_accuracy"], abs=1e-6)
     assert torch.allclose(single, logits[:1], atol=1e-4)
+
+
+def test_onnx_graphs_reproduce_the_reported_accuracy(job: tuple[Path, str], data: Path) -> None:
+    """A CPU runtime's view: the ONNX graphs and model_config.json, onnxruntime, no torch."""
+    job_dir, _ = job
+    model_dir = job_dir / "model"
+    config = json.loads((model_dir / "model_config.json").read_text())
+    onnx = config["onnx"]
+    assert onnx["check_max_abs_diff"] < 1e-4
+    transform = eval_transform(Preprocessing.from_dict(config["preprocessing"]))
+    files = sorted((data / "valid").glob("*/*.jpg"))
+    images = torch.stack([transform(open_rgb(path)) for path in files]).numpy()
+    labels = np.array([config["classes"].index(path.parent.name) for path in files])
+    graph = onnxruntime.InferenceSession(str(model_dir / onnx["file"]))
+    (logits,) = graph.run([onnx["output"]], {onnx["input"]: images})
+    accuracy = float((logits.argmax(1) == labels).mean())
+    assert accuracy == pytest.approx(config["metrics"]["valid_accuracy"], abs=1e-6)
+
+    int8 = onnx["int8"]
+    assert int8["calibration_images"] == min(CALIBRATION_IMAGES, 24)  # of 24 train images
+    assert int8["agreement"]["images"] == min(AGREEMENT_IMAGES, len(files))
+    quantized = onnxruntime.InferenceSession(str(model_dir / int8["file"]))
+    (int8_logits,) = quantized.run([onnx["output"]], {onnx["input"]: images})
+    same = float((int8_logits.argmax(1) == logits.argmax(1)).mean())
+    assert same == pytest.approx(int8["agreement"]["top1"])
 
 
 def test_debugger_records_train_and_eval_losses(job: tuple[Path, str]) -> None:

@@ -13,13 +13,24 @@ from serving.contract import PRECISION_ENV
 from support import servers
 from support.jobs import train_tiny
 from trainer.metrics import parse_metrics
+from trainer.onnx_export import AGREEMENT_IMAGES
 
 pytestmark = [pytest.mark.contract, pytest.mark.photos]
 
 
+# Serving's default for SERVING_PRECISION=auto: int8 answers only at or above this agreement.
+INT8_AGREEMENT_THRESHOLD = 0.995
+
+
 def test_two_epochs_on_cats_and_dogs(photos_dir: Path, tmp_path: Path) -> None:
     completed = train_tiny(
-        photos_dir, tmp_path / "job", epochs="2", image_size="96", batch_size="64", num_workers="2"
+        photos_dir,
+        tmp_path / "job",
+        epochs="2",
+        image_size="96",
+        batch_size="64",
+        num_workers="2",
+        onnx="on",
     )
     assert completed.returncode == 0, completed.stderr[-2000:]
     metrics = parse_metrics(completed.stdout)
@@ -28,6 +39,14 @@ def test_two_epochs_on_cats_and_dogs(photos_dir: Path, tmp_path: Path) -> None:
     config = json.loads((tmp_path / "job" / "model" / "model_config.json").read_text())
     assert config["classes"] == ["cat", "dog"]
     assert (tmp_path / "job" / "model" / config["model_file"]).stat().st_size > 50_000_000
+    # The int8 graph, calibrated on train photos, answers as fp32 does on valid photos.
+    onnx = config["onnx"]
+    assert onnx["check_max_abs_diff"] < 1e-4
+    agreement = onnx["int8"]["agreement"]
+    assert agreement["images"] == AGREEMENT_IMAGES  # a bounded sample of the 154
+    assert agreement["top1"] >= INT8_AGREEMENT_THRESHOLD
+    assert min(agreement["per_class_top1"].values()) >= INT8_AGREEMENT_THRESHOLD
+    assert agreement["max_prob_diff"] < 0.05
 
 
 def test_layer4_fine_tuning_on_the_photos_is_served_unchanged(

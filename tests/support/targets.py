@@ -85,6 +85,10 @@ class Target(Protocol):
         has it (the gpu image torch, the cpu image ONNX Runtime), left to choose (`auto`)."""
         ...
 
+    def export_onnx(self, model_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
+        """The ONNX graphs of MODEL_DIR, calibrated and checked on DATA; output captured."""
+        ...
+
 
 # ---- process ----
 
@@ -141,6 +145,17 @@ class ProcessTarget:
         backend: str = TORCH,
     ) -> servers.Server:
         return servers.start(model_dir, work_dir, {BACKEND_ENV: backend, **(env or {})})
+
+    def export_onnx(self, model_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
+        """`imgcls-local export`, which calls what the training image's `export-onnx` does."""
+        command = [installed_command("imgcls-local"), "export"]
+        return subprocess.run(
+            [*command, "--model-dir", str(model_dir), "--data", str(data)],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )
 
 
 # ---- container ----
@@ -208,6 +223,24 @@ class ContainerTarget:
         if backend not in self.serve_images:
             pytest.skip(f"no serving image with the {backend} backend was built")
         return containers.start_server(self.serve_images[backend], model_dir, free_port(), env)
+
+    def export_onnx(self, model_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
+        """`export-onnx` in the training image, the model and data mounted, no network."""
+        data_mount = containers.JOB_MOUNT / "input" / "data"
+        model_mount = TrainingPaths(containers.JOB_MOUNT).model_dir
+        return subprocess.run(
+            [
+                "docker", "run", "--rm", "--network", "none",
+                "--volume", f"{model_dir.resolve()}:{model_mount}",
+                "--volume", f"{data.resolve()}:{data_mount}:ro",
+                self.train_image, "export-onnx",
+                "--model-dir", str(model_mount), "--data", str(data_mount),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            check=False,
+        )  # fmt: skip
 
     def _run_command(self, job_dir: Path, *options: str) -> list[str]:
         """`docker run` as SageMaker runs a job with network isolation: the job folder

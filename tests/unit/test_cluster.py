@@ -9,11 +9,12 @@ import pytest
 
 from trainer.cluster import Cluster
 from trainer.contract import TrainingPaths, read_resource_config, rendezvous_address
-from trainer.engine import batch_groups, shares
+from trainer.engine import shares
 from trainer.errors import ClientError
 from trainer.hyperparameters import parse_hyperparameters
 from trainer.launcher import failure_reason, plan_workers
 from trainer.scalars import Scalars
+from trainer.sources import batch_groups
 
 
 def _paths(tmp_path: Path, hosts: list[str], current: str, distribution: str) -> TrainingPaths:

@@ -156,7 +156,7 @@ def test_env_scanner_finds_literal_names() -> None:
 
 
 CONTAINER_CODE = {
-    "artifact/model_artifact": None,  # reads no environment variable
+    "artifact/model_artifact": "artifact/model_artifact/platform.py",
     "container_train/trainer": "container_train/trainer/contract.py",
     "container_serve/serving": "container_serve/serving/contract.py",
 }

@@ -11,14 +11,14 @@ from torch import nn
 
 from launch.synthetic_images import make_image_folder
 from model_artifact.preprocessing import Preprocessing
-from trainer import features
+from trainer import feature_cache as features
 from trainer.cluster import Cluster
 from trainer.contract import FEATURE_CACHE_CHANNEL, TrainingPaths
 from trainer.data import Channel, scan_channel
-from trainer.engine import ImageFeatures, batch_groups
-from trainer.features import CachedFeatures, image_sources, job_cache, prepare_stage_features
+from trainer.features import image_sources, job_cache, prepare_stage_features
 from trainer.hyperparameters import Hyperparameters, parse_hyperparameters
 from trainer.runtime import Runtime
+from trainer.sources import CachedFeatures, ImageFeatures, batch_groups
 
 SIZE = 32
 CPU = Runtime(torch.device("cpu"), None)

@@ -81,6 +81,9 @@ def test_json_encoded_values_as_the_sdk_framework_estimators_send_them() -> None
 
 def test_trajectory_settings_leave_out_what_does_not_change_the_head() -> None:
     base = parse_hyperparameters({})
-    longer = parse_hyperparameters({"epochs": "50", "num_workers": "0", "patience": "3"})
+    longer = parse_hyperparameters(
+        {"epochs": "50", "num_workers": "0", "patience": "3", "onnx": "off"}
+    )
+    assert longer.onnx is False and base.onnx is True
     assert trajectory_settings(longer) == trajectory_settings(base)
     assert trajectory_settings(parse_hyperparameters({"lr": "0.01"})) != trajectory_settings(base)

@@ -29,6 +29,7 @@ MAY_IMPORT = {
 COMMANDS = {
     "train": "trainer.cli:main",
     "serve": "serving.server:main",
+    "export-onnx": "trainer.export_cli:main",
     "imgcls-local": "launch.local.cli:main",
     "imgcls-cloud": "launch.cloud.cli:main",
 }
@@ -43,15 +44,31 @@ def modules_of(package: str) -> dict[str, Path]:
 
 
 def imports_of(path: Path) -> set[str]:
-    """Project modules imported at module level (not inside functions: those are lazy)."""
+    """Project modules imported anywhere in the module: at module level and inside
+    functions alike (a lazy import closes a cycle as surely as any other)."""
     imported: set[str] = set()
-    for node in ast.parse(path.read_text()).body:
+    for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             imported.update(alias.name for alias in node.names)
         elif isinstance(node, ast.ImportFrom) and node.module:  # the project uses no relative ones
             imported.add(node.module)
             imported.update(f"{node.module}.{alias.name}" for alias in node.names)
     return {name for name in imported if name.split(".")[0] in PACKAGES}
+
+
+def function_level_imports(path: Path) -> set[str]:
+    """Modules imported inside a function or method of the module (type-checking blocks
+    are not imports at run time)."""
+    imported: set[str] = set()
+    for function in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef):
+            continue
+        for node in ast.walk(function):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+    return imported
 
 
 def test_commands_are_entry_points_of_the_installed_packages() -> None:
@@ -118,3 +135,30 @@ def test_every_subpackage_is_declared_for_the_images(package: str) -> None:
         for init in (PACKAGES[package] / package).rglob("__init__.py")
     }
     assert found == declared
+
+
+# The trainer's imports inside functions, each with why it cannot wait at the top of its
+# module; any other belongs at the top (docs/architecture.md, Training).
+TRAINER_LAZY_IMPORTS = {
+    "trainer.cli": {
+        "sagemaker_training": "the toolkit reads, at import time, the environment main sets"
+    },
+    "trainer.debugger": {"smdebug.pytorch": "optional: absent outside the training image"},
+    "trainer.job": {
+        "trainer.onnx_export": "onnxruntime's quantization tools take about 1 s; trials skip ONNX"
+    },
+    "trainer.history": {
+        "matplotlib": "only at the end of a job; a trial's start-up never pays for it",
+        "matplotlib.pyplot": "imported after matplotlib.use('Agg') selects a headless backend",
+        "matplotlib.ticker": "as matplotlib.pyplot",
+    },
+    "trainer.model": {
+        "torchvision.models": "about 3 s; a trial that finds the backbone cached never needs it"
+    },
+}
+
+
+def test_the_trainer_imports_inside_functions_only_what_must_wait() -> None:
+    found = {module: function_level_imports(path) for module, path in modules_of("trainer").items()}
+    lazy = {module: imported for module, imported in found.items() if imported}
+    assert lazy == {module: set(why) for module, why in TRAINER_LAZY_IMPORTS.items()}

@@ -17,7 +17,10 @@ from serving import contract
 from serving.errors import ServeConfigError
 
 # What writes the ONNX graphs of a model trained before they existed.
-EXPORT_COMMAND = "scripts/local.py export --model-dir DIR (or `export` in the training image)"
+EXPORT_COMMAND = (
+    "scripts/local.py export --model-dir DIR "
+    "(or `export-onnx --model-dir DIR` in the training image)"
+)
 
 
 @dataclass(frozen=True)

@@ -16,14 +16,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from launch.cloud.predictor import (
-    JSON,
-    Answer,
-    ImageRequest,
-    first_prediction,
-    image_predictor_class,
-)
-from launch.cloud.settings import AwsTarget, error_code, import_sagemaker, split_s3_uri
+from launch.cloud import sdk2
+from launch.cloud.predictor import JSON, Answer, ImageRequest, first_prediction
+from launch.cloud.settings import AwsTarget, error_code, split_s3_uri
 
 POLL_S = 5  # between looks at S3; results take seconds to minutes
 SHOWN_FAILURE_CHARS = 40
@@ -74,17 +69,10 @@ def boto3_result(s3: Any, submitted: Submitted) -> Answer | None:
 
 def sdk_result(submitted: Submitted) -> Answer | None:
     """The same through the SDK's response handle (one look per call, no waiter threads)."""
-    from sagemaker.exceptions import (  # noqa: PLC0415
-        AsyncInferenceModelError,
-        ObjectNotExistedError,
-    )
-
-    try:
-        return first_prediction(submitted.sdk.get_result())
-    except ObjectNotExistedError:
+    state, value = sdk2.async_result(submitted.sdk)
+    if state == sdk2.PENDING:
         return NOT_YET
-    except AsyncInferenceModelError as error:
-        return failure(error.kwargs["message"])  # the failure object, deserialized
+    return first_prediction(value) if state == sdk2.RESULT else failure(value)
 
 
 def wait_for(check: Callable[[], Answer | None], deadline: float, timeout_s: int) -> Answer:
@@ -101,15 +89,12 @@ class AsyncInvoker:
     """Submits images to one asynchronous endpoint through the SDK and through boto3."""
 
     def __init__(self, target: AwsTarget, session: Any, endpoint: str, timeout_s: int) -> None:
-        sdk = import_sagemaker()
         self.target = target
         self.endpoint = endpoint
         self.timeout_s = timeout_s
         self.s3 = target.session.client("s3")
         self.runtime = target.session.client("sagemaker-runtime")
-        self.predictor = sdk.predictor_async.AsyncPredictor(
-            image_predictor_class()(endpoint, sagemaker_session=session)
-        )
+        self.predictor = sdk2.async_predictor(session, endpoint)
 
     def submit(self, request: ImageRequest) -> Submitted:
         arguments = {

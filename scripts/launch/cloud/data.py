@@ -25,6 +25,8 @@ from pathlib import Path
 from launch.cloud.settings import AwsTarget, CloudError, ensure_bucket, s3_objects
 from serving.content_types import IMAGE_SUFFIXES
 
+DEFAULT_WORKERS = 8  # parallel S3 transfers
+
 # channel -> class -> image files
 Split = dict[str, dict[str, list[Path]]]
 

@@ -17,22 +17,15 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError, WaiterError
 
-from launch.cloud import async_inference, hosting, limits, scaling
+from launch.cloud import async_inference, hosting, scaling, sdk2
 from launch.cloud.hosting import AsyncSettings, Endpoint, Hosting, Mode, ScalingSettings
 from launch.cloud.limits import MB
-from launch.cloud.predictor import (
-    Answer,
-    Classification,
-    ImageRequest,
-    first_prediction,
-    image_predictor_class,
-)
+from launch.cloud.predictor import Answer, Classification, ImageRequest, first_prediction
 from launch.cloud.settings import (
     LOCAL_INSTANCE_TYPES,
     AwsTarget,
     CloudError,
     ensure_bucket,
-    import_sagemaker,
     s3_objects,
     unique_name,
 )
@@ -41,6 +34,7 @@ from serving import content_types
 JSON = content_types.JSON
 PAYLOADS = ("image", "json")  # raw image bytes, or the serving image's {"instances": [{"b64"}]}
 ENDPOINT_BASE = "imgcls"
+DEFAULT_INSTANCE = "ml.t2.medium"  # for the CPU serving image
 ARCHIVE_SUFFIX = ".tar.gz"  # a model archive, as training jobs write model.tar.gz
 
 
@@ -75,60 +69,6 @@ def with_async_defaults(settings: AsyncSettings, target: AwsTarget, endpoint: st
     )
 
 
-def async_config(settings: AsyncSettings, instance_type: str) -> Any:
-    sdk = import_sagemaker()
-    topics = {"SuccessTopic": settings.success_topic, "ErrorTopic": settings.error_topic}
-    return sdk.async_inference.AsyncInferenceConfig(
-        output_path=settings.output_uri,
-        failure_path=settings.failure_uri,
-        max_concurrent_invocations_per_instance=hosting.requests_per_instance(instance_type)
-        if settings.max_concurrent_invocations is None
-        else settings.max_concurrent_invocations,
-        notification_config={key: arn for key, arn in topics.items() if arn} or None,
-    )
-
-
-def deploy_arguments(plan: Hosting, instance_type: str | None) -> dict[str, Any]:
-    """Model.deploy's keywords for the hosting mode."""
-    sdk = import_sagemaker()
-    if plan.serverless:
-        return {
-            "serverless_inference_config": sdk.serverless.ServerlessInferenceConfig(
-                memory_size_in_mb=plan.serverless.memory_mb,
-                max_concurrency=plan.serverless.max_concurrency,
-            )
-        }
-    if instance_type is None:
-        raise CloudError("deploy needs --instance-type unless --serverless")
-    arguments: dict[str, Any] = {
-        "initial_instance_count": plan.initial_instances,
-        "instance_type": instance_type,
-    }
-    if plan.asynchronous:
-        arguments["async_inference_config"] = async_config(plan.asynchronous, instance_type)
-    return arguments
-
-
-def make_model(
-    session: Any, image_uri: str, role: str, model_data: str, name: str, plan: Hosting
-) -> Any:
-    """A Model of the serving image, or a MultiDataModel over a prefix of archives."""
-    sdk = import_sagemaker()
-    common = {
-        "image_uri": image_uri,
-        "role": role,
-        "name": name,
-        "sagemaker_session": session,
-        "env": hosting.container_environment(plan.mode, plan.multi_model),
-        "predictor_cls": image_predictor_class(),
-    }
-    if plan.multi_model:
-        from sagemaker.multidatamodel import MultiDataModel  # noqa: PLC0415
-
-        return MultiDataModel(model_data_prefix=model_data, **common)
-    return sdk.model.Model(model_data=model_data, **common)
-
-
 def where(plan: Hosting, instance_type: str | None) -> str:
     """How `deploy` describes the endpoint it makes, e.g. `on ml.m5.xlarge (asynchronous)`."""
     if plan.serverless:
@@ -148,14 +88,13 @@ def deploy(
     endpoint_name: str,
     instance_type: str | None,
     wait: bool,
-    plan: Hosting | None = None,
-) -> Any:
+    plan: Hosting,
+) -> None:
     """Create model, endpoint config and endpoint; wait for InService; autoscale if asked.
 
     `model_data` is the model.tar.gz, or for a multi-model endpoint the prefix holding the
-    archives. Returns the Predictor (None for an asynchronous endpoint).
+    archives.
     """
-    plan = plan or Hosting()
     local = instance_type in LOCAL_INSTANCE_TYPES  # local mode starts the container in-line
     if local and (plan.mode is not Mode.REAL_TIME or plan.multi_model or plan.scaling):
         raise CloudError("--local deploys a real-time endpoint with one model and no autoscaling")
@@ -164,15 +103,12 @@ def deploy(
     # Listed before anything is created: a wrong prefix fails here, not after deploying.
     s3 = session.boto_session.client("s3")
     archives = model_archives(s3, model_data) if plan.multi_model else []
-    model = make_model(session, image_uri, role, model_data, endpoint_name, plan)
     print(f"deploying {model_data}\n  to endpoint {endpoint_name} {where(plan, instance_type)}")
     if plan.asynchronous:
         print(f"  results to {plan.asynchronous.output_uri}")
     if plan.multi_model:
         print(f"  models: {listed(archives) or 'none yet'}")
-    predictor = model.deploy(
-        endpoint_name=endpoint_name, wait=local, **deploy_arguments(plan, instance_type)
-    )
+    sdk2.deploy_model(session, image_uri, role, model_data, endpoint_name, instance_type, plan)
     if local:
         status = "InService (local mode)"
     else:
@@ -181,7 +117,6 @@ def deploy(
     if plan.scaling:
         autoscale(session, endpoint_name, plan.scaling, queued=plan.asynchronous is not None)
     print_next_steps(endpoint_name, archives if plan.multi_model else None)
-    return None if plan.asynchronous else predictor
 
 
 def autoscale(session: Any, endpoint: str, settings: ScalingSettings, queued: bool) -> None:
@@ -303,7 +238,7 @@ def real_time_answers(
     target_model: str | None,
 ) -> Iterator[tuple[Answer, Answer]]:
     """Each image through the Predictor and through boto3, as the answers come."""
-    predictor = image_predictor_class()(endpoint, sagemaker_session=session)
+    predictor = sdk2.predictor(session, endpoint)
     runtime = target.session.client("sagemaker-runtime")
     for request in requests:
         body, content_type = request.body, request.content_type
@@ -330,9 +265,9 @@ def invoke(
     session: Any,
     endpoint: str,
     paths: list[Path],
-    payload: str = "image",
-    target_model: str | None = None,
-    async_timeout_s: int = limits.ASYNC_DEFAULT_TIMEOUT_S,
+    payload: str,
+    target_model: str | None,
+    async_timeout_s: int,
 ) -> int:
     """Classify each image through the Predictor and through boto3; print a table.
 

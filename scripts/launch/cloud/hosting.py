@@ -43,6 +43,8 @@ CONTAINER_MAX_PAYLOAD_MB = limits.TRANSFORM_MAX_PAYLOAD_MB
 # model server's queue, so the worker never idles while the platform fetches or uploads.
 REQUESTS_PER_WORKER = 2
 
+# Autoscaling: the fewest instances unless --min-instances says otherwise.
+DEFAULT_MIN_INSTANCES = 1
 # Serverless: room for torch, one model and the model server's JVM; the SDK's concurrency.
 DEFAULT_SERVERLESS_MEMORY_MB = 3072
 DEFAULT_SERVERLESS_CONCURRENCY = 5

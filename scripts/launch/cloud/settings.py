@@ -8,19 +8,15 @@ instead of a traceback from deep inside boto3 or the SageMaker SDK.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-
-if TYPE_CHECKING:
-    import sagemaker
 
 # Relative to the working directory, which is the repository root when the CLI runs as
 # `python scripts/cloud.py`.
@@ -179,64 +175,6 @@ def image_uri(kind: str, override: str | None, images_file: Path) -> str:
 def unique_name(base: str) -> str:
     """`base-YYMMDD-HHMMSS-xxxx`: unique, and short enough for a tuning job (32 characters)."""
     return f"{base}-{time.strftime('%y%m%d-%H%M%S', time.gmtime())}-{secrets.token_hex(2)}"
-
-
-class _DropMessages(logging.Filter):
-    """Drops SDK log records that mislead in this CLI's context."""
-
-    def __init__(self, *fragments: str) -> None:
-        super().__init__()
-        self.fragments = fragments
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not any(fragment in record.getMessage() for fragment in self.fragments)
-
-
-def import_sagemaker() -> Any:
-    """Import the SDK late (it takes seconds) and without its v2 deprecation banner."""
-    # This project pins SDK 2.x on purpose (3.x removed Estimator, Model and Predictor).
-    os.environ.setdefault("SAGEMAKER_SUPPRESS_V2_WARNING", "1")
-    # Else one line per config file location the SDK looked in and found nothing.
-    logging.getLogger("sagemaker.config").setLevel(logging.WARNING)
-    import sagemaker  # noqa: PLC0415
-
-    # HyperparameterTuner.fit reads estimator.model_data for tags, which warns that the
-    # estimator has no finished job: true and expected before a tuning job starts.
-    logging.getLogger("sagemaker.estimator").addFilter(
-        _DropMessages("No finished training job found associated with this estimator")
-    )
-    return sagemaker
-
-
-def sdk_defaults_config() -> dict[str, Any]:
-    """The user's SDK defaults config, with telemetry opted out unless they chose otherwise.
-
-    `fit()` and `deploy()` otherwise send a telemetry request to an AWS host, which an
-    offline machine or an emulator cannot answer.
-    """
-    import_sagemaker()
-    from sagemaker.config import load_sagemaker_config  # noqa: PLC0415
-
-    config: dict[str, Any] = load_sagemaker_config() or {}
-    config.setdefault("SchemaVersion", "1.0")
-    modules = config.setdefault("SageMaker", {}).setdefault("PythonSDK", {})
-    modules.setdefault("Modules", {}).setdefault("TelemetryOptOut", True)
-    return config
-
-
-def sagemaker_session(target: AwsTarget, local: str | None = None) -> sagemaker.Session:
-    """A SageMaker SDK session on the target (a LocalSession for `--local`)."""
-    sdk = import_sagemaker()
-    config = sdk_defaults_config()
-    if local:
-        from sagemaker.local import LocalSession  # noqa: PLC0415
-
-        return LocalSession(
-            boto_session=target.session, default_bucket=target.bucket, sagemaker_config=config
-        )
-    return sdk.Session(
-        boto_session=target.session, default_bucket=target.bucket, sagemaker_config=config
-    )
 
 
 def output_file(path: Path | None, name: str) -> Path:

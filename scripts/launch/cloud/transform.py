@@ -21,16 +21,14 @@ from botocore.exceptions import WaiterError
 from launch.cloud import hosting, limits
 from launch.cloud.data import upload_files
 from launch.cloud.limits import MB
-from launch.cloud.predictor import JSON, Classification, first_prediction
+from launch.cloud.predictor import Classification, first_prediction
 from launch.cloud.settings import (
     AwsTarget,
     CloudError,
-    import_sagemaker,
     output_file,
     s3_objects,
     shown_path,
     split_s3_uri,
-    unique_name,
 )
 from serving import content_types
 from serving.contract import (
@@ -173,44 +171,29 @@ def prepare_input(
 # ----------------------------------------------------------------------------------------- job
 
 
-def start_job(
-    session: Any,
-    image_uri: str,
-    role: str,
-    model_data: str,
-    job: str,
-    input_uri: str,
-    content_type: str,
-    output_uri: str,
-    settings: TransformSettings,
-) -> None:
-    sdk = import_sagemaker()
-    model = sdk.model.Model(
-        image_uri=image_uri, model_data=model_data, role=role, name=job, sagemaker_session=session
+@dataclass(frozen=True)
+class TransformJobPlan:
+    """One Batch Transform job of the serving image, as plain data."""
+
+    name: str  # the job's, and its model's (the job alone needs that model)
+    image_uri: str
+    role: str
+    model_data: str
+    input_uri: str
+    content_type: str
+    output_uri: str
+    settings: TransformSettings
+    batch_strategy: str = BATCH_STRATEGY
+
+
+def print_job(plan: TransformJobPlan) -> None:
+    settings = plan.settings
+    print(
+        f"transform job {plan.name}: {settings.instance_count} x {settings.instance_type}, "
+        f"{settings.concurrent_transforms} requests at once per instance, "
+        f"up to {settings.max_payload_mb} MB and {settings.invocation_timeout_s} s each"
     )
-    transformer = model.transformer(
-        instance_count=settings.instance_count,
-        instance_type=settings.instance_type,
-        strategy=BATCH_STRATEGY,
-        output_path=output_uri,
-        max_concurrent_transforms=settings.concurrent_transforms,
-        max_payload=settings.max_payload_mb,
-        accept=JSON,
-        env=settings.environment(),
-    )
-    transformer.transform(
-        input_uri,
-        data_type="S3Prefix",
-        content_type=content_type,
-        split_type=None,  # one request per object: the whole image
-        job_name=job,
-        wait=False,
-        logs=False,
-        model_client_config={
-            "InvocationsTimeoutInSeconds": settings.invocation_timeout_s,
-            "InvocationsMaxRetries": settings.max_retries,
-        },
-    )
+    print(f"  input  {plan.input_uri} ({plan.content_type})\n  output {plan.output_uri}/")
 
 
 def wait_for_job(sagemaker_client: Any, job: str, poll_s: int = 30) -> str:
@@ -225,45 +208,6 @@ def wait_for_job(sagemaker_client: Any, job: str, poll_s: int = 30) -> str:
             f"transform job {job} is {described['TransformJobStatus']}: {reason}"
         ) from None
     return str(sagemaker_client.describe_transform_job(TransformJobName=job)["TransformJobStatus"])
-
-
-def transform(
-    target: AwsTarget,
-    session: Any,
-    image_uri: str,
-    role: str,
-    model_data: str,
-    source: str,
-    output_uri: str | None,
-    settings: TransformSettings,
-    wait: bool,
-    csv_path: Path | None,
-    workers: int = 8,
-) -> str:
-    """Start a Batch Transform job; when waiting, gather its results. Returns the job name."""
-    job = unique_name(TRANSFORM_BASE)
-    input_uri, content_type = prepare_input(target, source, job, settings.max_payload_mb, workers)
-    output_uri = (output_uri or target.s3_uri("transform", job, "output")).rstrip("/")
-    start_job(
-        session, image_uri, role, model_data, job, input_uri, content_type, output_uri, settings
-    )
-    print(
-        f"transform job {job}: {settings.instance_count} x {settings.instance_type}, "
-        f"{settings.concurrent_transforms} requests at once per instance, "
-        f"up to {settings.max_payload_mb} MB and {settings.invocation_timeout_s} s each"
-    )
-    print(f"  input  {input_uri} ({content_type})\n  output {output_uri}/")
-    if not wait:
-        print(f"when it has finished: python scripts/cloud.py transform-report --job {job}")
-        print(f"      then: aws sagemaker delete-model --model-name {job}")
-        return job
-    try:
-        status = wait_for_job(session.sagemaker_client, job)
-    finally:
-        session.sagemaker_client.delete_model(ModelName=job)  # only the job needed it
-    print(f"status: {status}")
-    report(target.session.client("s3"), session.sagemaker_client, job, csv_path, workers)
-    return job
 
 
 # -------------------------------------------------------------------------------------- report
@@ -316,7 +260,7 @@ def print_summary(rows: list[Row], counts: Counter[str], missing: list[str]) -> 
 
 
 def report(
-    s3: Any, sagemaker_client: Any, job: str, csv_path: Path | None, workers: int = 8
+    s3: Any, sagemaker_client: Any, job: str, csv_path: Path | None, workers: int
 ) -> Counter[str]:
     """Gather a transform job's .out files into one CSV (file, label, probability).
 

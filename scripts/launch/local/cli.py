@@ -2,25 +2,33 @@
 
     python scripts/local.py train --data DIR --job-dir OUT [--hp key=value ...]
                                   [--hosts N] [--workers-per-host K]
+    python scripts/local.py export --model-dir DIR [--data DIR]
 
 lays OUT out exactly like /opt/ml and runs the same `train` command the training
 image runs, with SAGEMAKER_BASE_DIR=OUT (with --hosts N: one such folder per host,
 OUT/algo-1 ... OUT/algo-N, and one `train` per host, meeting on loopback). The other
-subcommands do the same for serving and tuning.
+subcommands do the same for serving and tuning; `export` is the training image's
+`export-onnx` (the ONNX graphs of a model directory trained before).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from launch.local import client, processes
-from launch.options import hyperparameter_flags
+from launch.options import (
+    USAGE_ERROR_STATUS,
+    UsageError,
+    check_hyperparameters,
+    hyperparameter_flags,
+)
+from launch.search_space import DEFAULT_OBJECTIVE, OBJECTIVES
 from serving.contract import BACKEND_ENV, BACKENDS
-from trainer.search_space import OBJECTIVES
 
 DEFAULT_PORT = processes.DEFAULT_SERVE_PORT
 
@@ -108,6 +116,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="images (.jpg, .png, other), .npy arrays or JSON instances",
     )
     add_tune_parser(commands)
+    export_parser = commands.add_parser(
+        "export", help="write the ONNX graphs of a model directory trained before"
+    )
+    export_parser.add_argument(
+        "--model-dir",
+        type=Path,
+        required=True,
+        help="the training job's model/ folder (model.pt, model_config.json)",
+    )
+    export_parser.add_argument(
+        "--data",
+        type=Path,
+        help="folder with train/ and valid/ ImageFolders to calibrate and check the int8 "
+        "graph on (default: none, fp32 only)",
+    )
     return parser
 
 
@@ -129,8 +152,8 @@ def add_tune_parser(commands: Any) -> None:
     tune_parser.add_argument(
         "--objective",
         choices=sorted(OBJECTIVES),
-        default="valid_accuracy",
-        help="what to optimise (default: valid_accuracy)",
+        default=DEFAULT_OBJECTIVE,
+        help=f"what to optimise (default: {DEFAULT_OBJECTIVE})",
     )
     tune_parser.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
 
@@ -147,18 +170,26 @@ def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         return processes.serve(args.model_dir, args.port, Path(base_dir), env)
 
 
+def job_hyperparameters(args: argparse.Namespace) -> dict[str, str]:
+    """train's and tune's hyperparameters, refused here when the job would refuse them."""
+    hyperparameters = hyperparameter_flags(args.hp)
+    if getattr(args, "workers_per_host", None) is not None:
+        hyperparameters["workers_per_host"] = str(args.workers_per_host)
+    check_hyperparameters(hyperparameters)
+    return hyperparameters
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command == "train" and args.hosts < 1:
+        parser.error("--hosts takes a number >= 1")
     try:
-        hyperparameters = hyperparameter_flags(getattr(args, "hp", []))
-    except ValueError as error:
-        parser.error(str(error))
+        hyperparameters = job_hyperparameters(args) if args.command in ("train", "tune") else {}
+    except UsageError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return USAGE_ERROR_STATUS
     if args.command == "train":
-        if args.hosts < 1:
-            parser.error("--hosts takes a number >= 1")
-        if args.workers_per_host is not None:
-            hyperparameters["workers_per_host"] = str(args.workers_per_host)
         return processes.train(args.data, args.job_dir, hyperparameters, args.hosts)
     if args.command == "serve":
         return serve(parser, args)
@@ -176,4 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             hyperparameters,
             args.seed,
         )
+    if args.command == "export":
+        from trainer.export_cli import run  # noqa: PLC0415 - imports torch and onnxruntime
+
+        return run(args.model_dir, args.data)
     raise AssertionError(args.command)

@@ -1,7 +1,7 @@
 """Local hyperparameter tuning: N real training jobs chosen by Optuna's TPE sampler.
 
 The search space and the objective's metric regex are the ones the SageMaker tuner
-uses (trainer.search_space, trainer.metrics): a local study explores what a cloud
+uses (launch.search_space, trainer.metrics): a local study explores what a cloud
 tuning job would. All trials read one shared feature cache, so after the first
 trial an extra trial only trains the head.
 """
@@ -21,8 +21,15 @@ from optuna.study import StudyDirection
 
 from launch.local.jobdir import attach_feature_cache
 from launch.local.processes import run_training
+from launch.search_space import (
+    OBJECTIVES,
+    SEARCH_SPACE,
+    Choice,
+    FloatRange,
+    trial_hyperparameters,
+    without_trial_settings,
+)
 from trainer.metrics import parse_metrics
-from trainer.search_space import OBJECTIVES, SEARCH_SPACE, Choice, FloatRange
 
 
 @dataclass
@@ -183,7 +190,7 @@ def tune(
 ) -> int:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     job_dir.mkdir(parents=True, exist_ok=True)
-    study = Study(data, job_dir, objective, fixed, seed)
+    study = Study(data, job_dir, objective, trial_hyperparameters(fixed), seed)
     best = study.run(trials, parallel)
     metric = study.objective.metric
     maximize = study.objective.direction == "Maximize"
@@ -199,7 +206,7 @@ def tune(
             "value": best.objective,
         },
         "trial": best.number,
-        "hyperparameters": best.hyperparameters,
+        "hyperparameters": without_trial_settings(best.hyperparameters),
     }
     (job_dir / "best_hyperparameters.json").write_text(json.dumps(summary, indent=2))
     plot_trials(study.results, metric, maximize, job_dir / "trials.png")
