@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REQUIREMENTS := container_train/requirements.txt container_serve/requirements.txt requirements-dev.txt requirements-launch-sdk2.txt constraints.txt
+REQUIREMENTS := container_train/requirements.txt container_serve/requirements.txt container_serve/requirements-cpu.txt requirements-dev.txt requirements-launch-sdk2.txt constraints.txt
 # This project's packages: the shared model artifact, the two containers, the launch tools.
 PACKAGES := artifact container_train container_serve .
 PIP := $(BIN)/pip --quiet --disable-pip-version-check
