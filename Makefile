@@ -4,16 +4,25 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-REQUIREMENTS := container_train/requirements.txt container_serve/requirements.txt requirements-dev.txt constraints.txt
+REQUIREMENTS := container_train/requirements.txt container_serve/requirements.txt container_serve/requirements-cpu.txt requirements-dev.txt requirements-launch-sdk2.txt constraints.txt
 # This project's packages: the shared model artifact, the two containers, the launch tools.
 PACKAGES := artifact container_train container_serve .
 PIP := $(BIN)/pip --quiet --disable-pip-version-check
 DATA ?=
 DEMO_DIR ?= build/demo
+# The launch tools on SageMaker Python SDK 3.x (the project's .venv has 2.x): their own
+# environment, without torch, and the tests that run in it (the launch flow, both notebooks).
+VENV_SDK3 := .venv-sdk3
+BIN_SDK3 := $(VENV_SDK3)/bin
+REQUIREMENTS_SDK3 := requirements-sdk3.txt requirements-launch-sdk3.txt constraints-sdk3.txt
+SDK3_TESTS := tests/cloud/test_cloud_sagemaker.py tests/cloud/test_cloud_hosting.py \
+	tests/cloud/test_cloud_cli.py tests/cloud/test_notebooks.py
 
-.PHONY: venv test test-images lint demo bench clean
+.PHONY: venv venv-sdk3 test test-images lint demo bench clean
 
 venv: $(VENV)/.installed $(VENV)/.serving-frontend
+
+venv-sdk3: $(VENV_SDK3)/.installed
 
 # Reinstall only when a requirements file or a package definition changes. The pinned
 # files first, then this project's packages (editable) without resolving anything more.
@@ -22,6 +31,16 @@ $(VENV)/.installed: $(REQUIREMENTS) $(addsuffix /pyproject.toml,$(PACKAGES))
 	$(PIP) install -r requirements-dev.txt -c constraints.txt
 	$(PIP) install --no-deps --no-build-isolation $(addprefix --editable ,$(PACKAGES))
 	$(PIP) check
+	touch $@
+
+# The project's packages without their dependencies: the launch tools import only their
+# light modules (hyperparameter rules, metric names, content types), never torch.
+$(VENV_SDK3)/.installed: $(REQUIREMENTS_SDK3) $(addsuffix /pyproject.toml,$(PACKAGES))
+	test -x $(BIN_SDK3)/python || $(PYTHON) -m venv $(VENV_SDK3)
+	$(BIN_SDK3)/pip --quiet --disable-pip-version-check install \
+		-r requirements-sdk3.txt -c constraints-sdk3.txt
+	$(BIN_SDK3)/pip --quiet --disable-pip-version-check install --no-deps \
+		--no-build-isolation $(addprefix --editable ,$(PACKAGES))
 	touch $@
 
 # serve's JVM frontend extension (needs a JDK's javac) and its class-data archive.
@@ -37,8 +56,12 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint
+# Everything on SDK 2.x, then the launch tests again on SDK 3.x (without tests/conftest.py,
+# whose fixtures train models with torch); tests/cloud/test_sdk_generations.py compares
+# what the two generations send.
+test: lint $(VENV_SDK3)/.installed
 	$(BIN)/pytest
+	$(BIN_SDK3)/pytest --confcutdir=tests/cloud -p support.aws_fixtures $(SDK3_TESTS)
 
 # Both images built from docker/ on a private Docker engine, and the container tests run
 # against them (Debian 12, as root, about 30 GB of free disk): see docs/development.md.
@@ -54,4 +77,4 @@ bench: venv
 	$(BIN)/python bench/serve_speed.py
 
 clean:
-	rm -rf $(VENV) build .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) $(VENV_SDK3) build .pytest_cache .ruff_cache .mypy_cache

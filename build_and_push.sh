@@ -19,8 +19,8 @@ Options:
   --tag TAG            image tag (default: latest); the commit tag is added as well
   --region REGION      AWS region (default: $AWS_REGION, $AWS_DEFAULT_REGION, then
                        `aws configure get region`)
-  --cpu | --gpu        torch build for the images (default: train gpu, serve cpu);
-                       a non-default variant goes to its own repository, e.g.
+  --cpu | --gpu        the images' variant (default: train gpu, serve cpu: ONNX Runtime,
+                       no torch); a non-default variant goes to its own repository, e.g.
                        image-classifier-serve-gpu
   --platform P         docker build platform (default: linux/amd64, what SageMaker runs)
   --build-network MODE docker build's network for RUN steps: host or none (default:

@@ -2,13 +2,15 @@
 # (GET /ping, POST /invocations); `serve` starts multi-model-server with the handler.
 #
 # Build from the repository root (.dockerignore keeps the context to what is copied here):
-#   docker build -f docker/serve.Dockerfile -t image-classifier-serve .                        # CPU
+#   docker build -f docker/serve.Dockerfile -t image-classifier-serve .                        # CPU, ONNX
 #   docker build -f docker/serve.Dockerfile --build-arg VARIANT=gpu -t image-classifier-serve:gpu .
 # or let ./build_and_push.sh do it. BuildKit is needed (RUN --mount); there is no `# syntax=`
 # line because the front end built into Docker 20.10 and later reads this file, and the line
 # would make every build fetch one from Docker Hub.
 
-# cpu (default): CPU-only torch, for ml.t2/ml.m5 endpoints; gpu: CUDA torch on an nvidia/cuda base.
+# cpu (default): ONNX Runtime from PyPI and no torch (container_serve/requirements-cpu.txt),
+# for ml.t2/ml.m5/ml.c5 and serverless endpoints; gpu: CUDA torch (requirements.txt) on an
+# nvidia/cuda base.
 ARG VARIANT=cpu
 # `base`, not `cudnn-runtime`: the CUDA torch wheels bring their own CUDA and cuDNN libraries.
 ARG GPU_BASE_IMAGE=nvidia/cuda:13.0.2-base-ubuntu24.04
@@ -74,20 +76,20 @@ ARG TORCH_INDEX_BASE_URL=https://download.pytorch.org/whl
 # driver, together with a matching GPU_BASE_IMAGE (nvidia/cuda:12.6.3-base-ubuntu24.04).
 ARG TORCH_CUDA=
 ENV PATH=/opt/venv/bin:${PATH}
-COPY container_serve/requirements.txt constraints.txt /tmp/requirements/
+COPY container_serve/requirements.txt container_serve/requirements-cpu.txt constraints.txt /tmp/requirements/
 WORKDIR /tmp/requirements
-# The same pinned file `make venv` installs. For VARIANT=cpu (or a TORCH_CUDA flavour),
-# torch and torchvision come first from PyTorch's index, without dependencies
-# (2.x.y+cpu satisfies ==2.x.y); every other package still resolves from PyPI under
-# constraints.txt, and a cpu build pulls in no CUDA wheel.
+# cpu: requirements-cpu.txt, the same pins without torch and torchvision, with onnxruntime.
+# gpu: requirements.txt, the file `make venv` installs; with a TORCH_CUDA flavour, torch and
+# torchvision come first from PyTorch's index, without dependencies (2.x.y+cu126 satisfies
+# ==2.x.y). Every other package resolves from PyPI under constraints.txt.
 # torch's C++ headers (about 60 MB) only serve compiling extensions: dropped.
 # The CUDA libraries of the nvidia-* wheels, half the venv, move to /opt/venv-cuda (a link
 # stays in their place) and ship as a layer of their own: engines and registries compress,
 # upload and download the layers of an image side by side.
 RUN --mount=type=cache,target=/root/.cache/pip \
     case "${VARIANT}" in \
-      cpu) flavor=cpu ;; \
-      gpu) flavor="${TORCH_CUDA}" ;; \
+      cpu) requirements=requirements-cpu.txt flavor="" ;; \
+      gpu) requirements=requirements.txt flavor="${TORCH_CUDA}" ;; \
       *) echo "VARIANT must be cpu or gpu, got ${VARIANT}" >&2; exit 1 ;; \
     esac \
  && if [ -n "${flavor}" ]; then \
@@ -95,7 +97,7 @@ RUN --mount=type=cache,target=/root/.cache/pip \
         "torch==$(sed -n 's/^torch==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}" \
         "torchvision==$(sed -n 's/^torchvision==\([^ ]*\).*/\1/p' requirements.txt)+${flavor}"; \
     fi \
- && pip install -r requirements.txt -c constraints.txt \
+ && pip install -r "${requirements}" -c constraints.txt \
  && rm -rf /opt/venv/lib/python3.*/site-packages/torch/include \
  && mkdir -p /opt/venv-cuda \
  && for wheels in /opt/venv/lib/python3.*/site-packages/nvidia; do \

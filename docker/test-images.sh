@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# `make test-images`: build both images from docker/*.Dockerfile on a private Docker engine,
-# run TEST_COMMAND (the container tests) against them, print their sizes, then remove
-# everything and stop the engine. Debian 12, as root; about 30 GB of free disk.
+# `make test-images`: build the images from docker/*.Dockerfile on a private Docker engine
+# (training, serving gpu, serving cpu), run TEST_COMMAND (the container tests) against them,
+# print their sizes, then remove everything and stop the engine. Debian 12, as root; about
+# 30 GB of free disk.
 #   docker/test-images.sh TEST_COMMAND [ARG...]
 #
 # It needs to reach only Debian's archive and PyPI: build arguments put, in place of what
 # comes from elsewhere, a Debian 12 base image made from the machine's apt mirror for every
 # base image, Debian's python3.11 for uv's CPython, and no ImageNet weights in the training
 # image.
-# Both images are the gpu variant: PyPI's torch (the cpu one comes from PyTorch's index).
+# The training image and the gpu serving image carry PyPI's torch; the cpu serving image has
+# ONNX Runtime and no torch. TEST_IMAGES_ONLY=serve-cpu builds and tests that one alone.
 set -euo pipefail
 
 readonly PROG=test-images.sh
 readonly TRAIN_IMAGE=image-classifier-train:test
 readonly SERVE_IMAGE=image-classifier-serve:test
+readonly SERVE_CPU_IMAGE=image-classifier-serve:test-cpu
 
 fail() {
   printf '%s: %s\n' "$PROG" "$*" >&2
@@ -45,32 +48,49 @@ step "base image $base"
 # The stand-ins (BAKE_WEIGHTS is the training image's); the tests build with them too.
 stand_ins=(PYTHON_SOURCE=system "BUILD_BASE_IMAGE=$base" "CPU_BASE_IMAGE=$base"
   "GPU_BASE_IMAGE=$base" BAKE_WEIGHTS=false)
-build() { # IMAGE TAG: docker build, its log kept in STATE_DIR
+build() { # DOCKERFILE TAG VARIANT: docker build, its log kept in STATE_DIR
   local args=() arg
-  for arg in VARIANT=gpu "${stand_ins[@]}"; do args+=(--build-arg "$arg"); done
+  for arg in "VARIANT=$3" "${stand_ins[@]}"; do args+=(--build-arg "$arg"); done
   docker build --network host --progress plain --file "docker/$1.Dockerfile" \
-    "${args[@]}" --tag "$2" . >"$state/build-$1.log" 2>&1
+    "${args[@]}" --tag "$2" . >"$state/build-$2.log" 2>&1
 }
+# "name dockerfile tag variant"
+images=("serve serve $SERVE_IMAGE gpu" "train train $TRAIN_IMAGE gpu"
+  "serve-cpu serve $SERVE_CPU_IMAGE cpu")
+if [[ -n ${TEST_IMAGES_ONLY:-} ]]; then
+  for image in "${images[@]}"; do
+    [[ ${image%% *} == "$TEST_IMAGES_ONLY" ]] && images=("$image") && break
+  done
+  [[ ${images[0]%% *} == "$TEST_IMAGES_ONLY" ]] || fail "TEST_IMAGES_ONLY: no image $TEST_IMAGES_ONLY"
+fi
 # Side by side: each build spends most of its time in one pip process and one layer export.
-build serve "$SERVE_IMAGE" &
-serve_build=$!
-build train "$TRAIN_IMAGE" &
-train_build=$!
-for job in "serve:$serve_build" "train:$train_build"; do
-  if ! wait "${job#*:}"; then
-    tail -n 40 "$state/build-${job%%:*}.log" >&2
-    fail "the ${job%%:*} image did not build (the end of its log is above)"
+jobs=()
+for image in "${images[@]}"; do
+  read -r _ dockerfile tag variant <<<"$image"
+  build "$dockerfile" "$tag" "$variant" &
+  jobs+=("$tag $!")
+done
+for job in "${jobs[@]}"; do
+  read -r tag pid <<<"$job"
+  if ! wait "$pid"; then
+    tail -n 40 "$state/build-$tag.log" >&2
+    fail "the $tag image did not build (the end of its log is above)"
   fi
 done
 step "images built"
 
-# Both images and their build cache: the engine's peak of disk (the push test prunes the cache).
+# The images and their build cache: the engine's peak of disk (the push test prunes the cache).
 printf 'engine data after the builds: %s\n' "$(du -sh "$state" | cut -f1)" >&2
-for image in "$TRAIN_IMAGE" "$SERVE_IMAGE"; do
-  printf '%s: %s bytes\n' "$image" "$(docker image inspect --format '{{.Size}}' "$image")" >&2
+for image in "${images[@]}"; do
+  read -r name _ tag _ <<<"$image"
+  printf '%s: %s bytes\n' "$tag" "$(docker image inspect --format '{{.Size}}' "$tag")" >&2
+  case $name in
+    train) export TEST_IMAGES_TRAIN=$TRAIN_IMAGE ;;
+    serve) export TEST_IMAGES_SERVE=$SERVE_IMAGE ;;
+    serve-cpu) export TEST_IMAGES_SERVE_CPU=$SERVE_CPU_IMAGE ;;
+  esac
 done
 
-export TEST_IMAGES_TRAIN=$TRAIN_IMAGE TEST_IMAGES_SERVE=$SERVE_IMAGE
 export TEST_IMAGES_STAND_INS="${stand_ins[*]}"
 "$@"
 step "tests passed"

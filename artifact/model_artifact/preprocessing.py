@@ -1,8 +1,10 @@
 """Image preprocessing, defined once for training, evaluation and serving.
 
 The training job records a `Preprocessing` in `model_config.json`; serving rebuilds the
-same transform from it. torch is imported only where a transform is built: reading a
-model's config (as `serve` does before it starts the model server) must stay fast.
+same transform from it, in torch (`eval_transform`) or, where there is no torch, in Pillow
+and numpy (`array_transform`). torch is imported only where a torch transform is built:
+reading a model's config (as `serve` does before it starts the model server) must stay
+fast, and must work without torch.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from PIL import Image, ImageOps
+
+from model_artifact.array_transforms import ArrayTransform
 
 if TYPE_CHECKING:
     import torch
@@ -106,6 +110,18 @@ def eval_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], torc
     from model_artifact.tensor_transforms import EvalTransform  # noqa: PLC0415
 
     return EvalTransform.build(
+        preprocessing.resize_size,
+        preprocessing.image_size,
+        preprocessing.interpolation,
+        preprocessing.mean,
+        preprocessing.std,
+    )
+
+
+def array_transform(preprocessing: Preprocessing) -> Callable[[Image.Image], Any]:
+    """PIL RGB image -> normalised float32 numpy array (3, image_size, image_size): the
+    eval transform without torch (model_artifact/array_transforms.py)."""
+    return ArrayTransform.build(
         preprocessing.resize_size,
         preprocessing.image_size,
         preprocessing.interpolation,

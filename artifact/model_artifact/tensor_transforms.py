@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F  # noqa: N812 - the usual name
 from PIL import Image
 
+from model_artifact.array_transforms import crop_origin, resized_size
+
 # Where torch resizes uint8 images with antialiasing directly (as torchvision does there);
 # elsewhere it goes through float32 and rounds back, as torchvision does too.
 _NATIVE_UINT8_BILINEAR = ("AVX2", "AVX512")
@@ -27,13 +29,6 @@ def pil_to_uint8(image: Image.Image) -> torch.Tensor:
     """RGB PIL image -> uint8 tensor 3 x H x W (a channels-last view, as torchvision's)."""
     pixels = torch.as_tensor(np.array(image, copy=True))
     return pixels.view(image.size[1], image.size[0], 3).permute(2, 0, 1)
-
-
-def resized_size(height: int, width: int, short_side: int) -> tuple[int, int]:
-    """(height, width) with the short side at `short_side`, the long side truncated."""
-    if width <= height:
-        return int(short_side * height / width), short_side
-    return short_side, int(short_side * width / height)
 
 
 def _resizes_uint8_natively(mode: str) -> bool:
@@ -72,8 +67,7 @@ def resize_short_side(image: torch.Tensor, short_side: int, mode: str) -> torch.
 
 def center_crop(image: torch.Tensor, size: int) -> torch.Tensor:
     height, width = image.shape[-2:]
-    top = round((height - size) / 2.0)
-    left = round((width - size) / 2.0)
+    top, left = crop_origin(int(height), int(width), size)
     return image[..., top : top + size, left : left + size]
 
 

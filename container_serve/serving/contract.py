@@ -9,6 +9,7 @@ only).
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -35,7 +36,11 @@ MULTI_MODEL_ENV = parameters.MULTI_MODEL_ENV  # "true": SageMaker's multi-model 
 # This project's own settings (SAGEMAKER_* where they belong with the toolkit's).
 BATCH_SIZE_ENV = "SAGEMAKER_MODEL_SERVER_BATCH_SIZE"  # requests per forward pass; 1 = off
 MAX_BATCH_DELAY_ENV = "SAGEMAKER_MODEL_SERVER_MAX_BATCH_DELAY"  # ms a batch waits to fill
-PRECISION_ENV = "SERVING_PRECISION"  # auto | fp32 | bf16 | fp16
+PRECISION_ENV = "SERVING_PRECISION"  # auto | fp32 | bf16 | fp16 (torch) | int8 (onnx)
+BACKEND_ENV = "SERVING_BACKEND"  # auto | torch | onnx
+# ONNX's `auto` serves int8 only when it agrees with fp32 at least this well (overall and
+# in the worst class), as the training job measured it (model_config.json's onnx.int8).
+INT8_MIN_AGREEMENT_ENV = "SERVING_INT8_MIN_AGREEMENT"
 PRELOAD_ENV = "SERVING_PRELOAD"  # "false": workers import torch themselves (serving/preload.py)
 MAX_MODELS_ENV = "SERVING_MAX_MODELS"  # multi-model: models loaded at once
 
@@ -43,7 +48,9 @@ MAX_MODELS_ENV = "SERVING_MAX_MODELS"  # multi-model: models loaded at once
 STATE_DIR_ENV = "SERVING_STATE_DIR"  # see serving/state.py
 PRELOAD_SOCKET_ENV = "SERVING_PRELOAD_SOCKET"  # see serving/preload.py
 WORKER_ONLY_ENVS = (STATE_DIR_ENV, PRELOAD_SOCKET_ENV)  # no user sets these
-TORCH_THREADS_ENV = "OMP_NUM_THREADS"  # torch reads it; MMS workers default it to 1
+# Threads per worker: torch reads it (MMS workers default it to 1); ONNX Runtime ignores
+# it, so the onnx backend passes it to its session itself.
+TORCH_THREADS_ENV = "OMP_NUM_THREADS"
 JAVA_HOME_ENV = "JAVA_HOME"  # where multi-model-server finds java when it is not on PATH
 # Which GPUs a process may use (CUDA's own variable); unset means every GPU of the host.
 VISIBLE_GPUS_ENV = "CUDA_VISIBLE_DEVICES"
@@ -82,7 +89,18 @@ DEFAULT_GPU_BATCH_SIZE = 32
 DEFAULT_MAX_BATCH_DELAY_MS = 5
 DEFAULT_GPU_MAX_BATCH_DELAY_MS = 2
 DEFAULT_PRECISION = precision.AUTO
-DEFAULT_PRELOAD = True  # import torch and the handler while the JVM starts
+INT8 = "int8"  # ONNX Runtime's statically quantized graph (model_config.json's onnx.int8)
+PRECISIONS = (*precision.CHOICES, INT8)
+# The backends and the module each runs on; `auto` takes torch where both are installed
+# (the GPU image, a development environment), ONNX Runtime where torch is not (the CPU image).
+TORCH = "torch"
+ONNX = "onnx"
+BACKEND_RUNTIMES = {TORCH: "torch", ONNX: "onnxruntime"}
+BACKENDS = (precision.AUTO, *BACKEND_RUNTIMES)
+# What each backend can compute in (besides `auto`).
+BACKEND_PRECISIONS = {TORCH: tuple(precision.TORCH_DTYPES), ONNX: ("fp32", INT8)}
+DEFAULT_INT8_MIN_AGREEMENT = 0.995
+DEFAULT_PRELOAD = True  # import the backend's runtime and the handler while the JVM starts
 GIB = 1024**3
 
 
@@ -113,9 +131,18 @@ SETTINGS = (
         (MODEL_SERVER_WORKERS_ENV,),
         f"1 per GPU; on a CPU 1 per {CORES_PER_DEFAULT_WORKER} cores; 1 per model on a "
         "multi-model endpoint",
-        "workers x torch threads <= cores",
+        "workers x threads <= cores",
     ),
-    Setting((TORCH_THREADS_ENV,), "cores / workers", "torch threads per worker"),
+    Setting(
+        (TORCH_THREADS_ENV,),
+        "cores / workers",
+        "threads per worker: torch's, or the ONNX Runtime session's (`intra_op_num_threads`)",
+    ),
+    Setting(
+        (BACKEND_ENV,),
+        f"`{precision.AUTO}`",
+        f"{_either(BACKENDS)}: see [Backends](#backends)",
+    ),
     Setting(
         (BATCH_SIZE_ENV,),
         f"{DEFAULT_BATCH_SIZE} on a CPU, {DEFAULT_GPU_BATCH_SIZE} on a GPU",
@@ -129,7 +156,14 @@ SETTINGS = (
     Setting(
         (PRECISION_ENV,),
         f"`{DEFAULT_PRECISION}`",
-        f"{_either(precision.CHOICES)}: see [Precision](#precision)",
+        f"{_either(BACKEND_PRECISIONS[TORCH])} (torch), {_either(BACKEND_PRECISIONS[ONNX])} "
+        "(onnx), or `auto`: see [Precision](#precision)",
+    ),
+    Setting(
+        (INT8_MIN_AGREEMENT_ENV,),
+        str(DEFAULT_INT8_MIN_AGREEMENT),
+        "onnx, `auto`: int8 only when it agreed with fp32 at least this well (overall and "
+        "in its worst class)",
     ),
     Setting(
         (MODEL_SERVER_TIMEOUT_ENV, MODEL_SERVER_TIMEOUT_SECONDS_ENV),
@@ -159,7 +193,7 @@ SETTINGS = (
     Setting(
         (PRELOAD_ENV,),
         f"`{str(DEFAULT_PRELOAD).lower()}`",
-        "`false`: each backend imports torch itself (see [Start-up](#start-up))",
+        "`false`: each worker imports torch or onnxruntime itself (see [Start-up](#start-up))",
     ),
     Setting(
         (MODEL_SERVER_VMARGS_ENV,),
@@ -191,6 +225,8 @@ class ServeSettings:
     multi_model: bool = False
     max_models: int = 1  # multi-model: loaded at once; one more answers 507
     preload: bool = DEFAULT_PRELOAD
+    backend: str = TORCH  # resolved: torch or onnx
+    int8_min_agreement: float = DEFAULT_INT8_MIN_AGREEMENT
 
     @property
     def model_dir(self) -> Path:
@@ -237,12 +273,17 @@ def read_settings(
     cores: int | None = None,
     gpus: int | None = None,
     memory_bytes: int | None = None,
+    installed: tuple[str, ...] | None = None,
 ) -> ServeSettings:
     """Read and validate the serving environment; bad values raise ServeConfigError.
 
-    The machine's cores, GPUs and memory are measured unless given (tests give them).
+    The machine's cores, GPUs, memory and installed backends are measured unless given
+    (tests give them).
     """
     env = os.environ if env is None else env
+    backend = serving_backend(env, installed)
+    chosen_precision = _precision(env)
+    _check_backend_precision(backend, chosen_precision)
     cores = available_cores() if cores is None else cores
     gpus = visible_gpus(env) if gpus is None else gpus
     multi_model = env.get(MULTI_MODEL_ENV, "").strip().lower() == "true"
@@ -270,11 +311,13 @@ def read_settings(
             MAX_BATCH_DELAY_ENV,
             DEFAULT_GPU_MAX_BATCH_DELAY_MS if gpus else DEFAULT_MAX_BATCH_DELAY_MS,
         ),
-        precision=_precision(env),
+        precision=chosen_precision,
         gpus=gpus,
         multi_model=multi_model,
         max_models=_positive_int(env, MAX_MODELS_ENV, default_max_models(memory_bytes)),
         preload=_boolean(env, PRELOAD_ENV, default=DEFAULT_PRELOAD),
+        backend=backend,
+        int8_min_agreement=int8_min_agreement(env),
     )
 
 
@@ -312,13 +355,78 @@ def _non_negative_int(env: Mapping[str, str], name: str, default: int) -> int:
 
 
 def _precision(env: Mapping[str, str]) -> str:
-    """SERVING_PRECISION, checked against the names model_artifact.precision knows."""
+    """SERVING_PRECISION, checked against the names the backends know."""
     choice = (env.get(PRECISION_ENV) or DEFAULT_PRECISION).strip().lower()
-    if choice not in precision.CHOICES:
+    if choice not in PRECISIONS:
         raise ServeConfigError(
-            f"{PRECISION_ENV} must be one of {', '.join(precision.CHOICES)}, got {choice!r}"
+            f"{PRECISION_ENV} must be one of {', '.join(PRECISIONS)}, got {choice!r}"
         )
     return choice
+
+
+def _check_backend_precision(backend: str, choice: str) -> None:
+    if choice != precision.AUTO and choice not in BACKEND_PRECISIONS[backend]:
+        can = next(name for name, names in BACKEND_PRECISIONS.items() if choice in names)
+        raise ServeConfigError(
+            f"{PRECISION_ENV}={choice} needs the {can} backend, but this server runs "
+            f"{backend} ({BACKEND_ENV}); {backend} serves {', '.join(BACKEND_PRECISIONS[backend])}"
+        )
+
+
+def installed_backends() -> tuple[str, ...]:
+    """The backends whose runtime is installed here, found without importing it."""
+    return tuple(
+        name
+        for name, module in BACKEND_RUNTIMES.items()
+        if importlib.util.find_spec(module) is not None
+    )
+
+
+def serving_backend(
+    env: Mapping[str, str] | None = None, installed: tuple[str, ...] | None = None
+) -> str:
+    """SERVING_BACKEND resolved to torch or onnx against what is installed."""
+    env = os.environ if env is None else env
+    installed = installed_backends() if installed is None else installed
+    choice = (env.get(BACKEND_ENV) or precision.AUTO).strip().lower()
+    if choice not in BACKENDS:
+        raise ServeConfigError(
+            f"{BACKEND_ENV} must be one of {', '.join(BACKENDS)}, got {choice!r}"
+        )
+    if choice == precision.AUTO:
+        if not installed:
+            raise ServeConfigError(
+                f"neither {' nor '.join(BACKEND_RUNTIMES.values())} is installed: nothing can serve"
+            )
+        return installed[0]  # torch first: BACKEND_RUNTIMES' order
+    if choice not in installed:
+        raise ServeConfigError(
+            f"{BACKEND_ENV}={choice} needs {BACKEND_RUNTIMES[choice]}, which is not installed "
+            f"here (installed: {', '.join(installed) or 'no backend'})"
+        )
+    return choice
+
+
+def int8_min_agreement(env: Mapping[str, str] | None = None) -> float:
+    env = os.environ if env is None else env
+    raw = (env.get(INT8_MIN_AGREEMENT_ENV) or "").strip()
+    if not raw:
+        return DEFAULT_INT8_MIN_AGREEMENT
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value <= 1.0:  # NaN fails this too
+        raise ServeConfigError(
+            f"{INT8_MIN_AGREEMENT_ENV} must be a number from 0 to 1, got {raw!r}"
+        )
+    return value
+
+
+def worker_threads(env: Mapping[str, str] | None = None) -> int:
+    """The threads one worker computes with (`serve` sets them: cores / workers)."""
+    env = os.environ if env is None else env
+    return _positive_int(env, TORCH_THREADS_ENV, available_cores())
 
 
 def serving_precision(env: Mapping[str, str] | None = None) -> str:

@@ -47,3 +47,9 @@ class ServeConfigError(Exception):
 
 def error_body(message: str) -> bytes:
     return json.dumps({"error": message}).encode("utf-8")
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message (TorchScript's and ONNX Runtime's run to pages),
+    or its type's name when it has none."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0]

@@ -193,6 +193,7 @@ def model_server_env(settings: contract.ServeSettings, runtime: Path) -> dict[st
         contract.STATE_DIR_ENV: str(runtime),
         contract.PRELOAD_SOCKET_ENV: str(runtime / PRELOAD_SOCKET),
         contract.TORCH_THREADS_ENV: str(settings.torch_threads),
+        contract.BACKEND_ENV: settings.backend,  # resolved once, by `serve`
         "PYTHONUNBUFFERED": "1",
     }
 

@@ -4,8 +4,8 @@ encode for every server batch.
 The four functions keep the sagemaker-inference toolkit's signatures, so a reader who
 knows the toolkit recognises them:
 
-    model_fn(model_dir, context=None) -> LoadedModel   (TorchScript + model_config.json, warmed,
-                                                        in the serving precision, channels_last)
+    model_fn(model_dir, context=None) -> LoadedModel   (the backend's network + model_config.json,
+                                                        warmed, in the serving precision)
     input_fn(input_data, content_type) -> RGB images    (codecs.DECODERS by content type)
     predict_fn(data, model)            -> probabilities (one batched forward, images x classes)
     output_fn(prediction, accept)      -> (body, content type)   (codecs.ENCODERS)
@@ -15,7 +15,8 @@ handle per batch) but runs its own pipeline instead of the toolkit's Transformer
 docs/serving.md for where and why. Each request of a server batch is read with its own
 headers into a `Request` and fails alone; the good images of the whole batch share one
 forward pass; a client mistake answers its 4xx with a short JSON body, a bug a 500 whose
-traceback stays in the log.
+traceback stays in the log. The network is a backend's `Runner` (TorchScript on torch, or
+ONNX Runtime), chosen once per server: only its module imports torch or onnxruntime.
 """
 
 from __future__ import annotations
@@ -32,40 +33,39 @@ from typing import Any
 
 import numpy as np
 import psutil
-import torch
 from PIL import Image
 
-from model_artifact import precision, torchscript
+from model_artifact import precision
 from model_artifact.config import ArtifactError, ModelConfig, read_config
-from model_artifact.preprocessing import Preprocessing, eval_transform
-from serving import codecs, content_types, contract, state
-from serving.errors import ClientError, ServeConfigError, error_body
+from model_artifact.preprocessing import Preprocessing
+from serving import backends, codecs, content_types, contract, state
+from serving.backends import Runner
+from serving.errors import ClientError, ServeConfigError, error_body, first_line
 
 logger = logging.getLogger(__name__)
 
 # Forward passes of at most this many images, to bound memory for large server batches.
 PREDICT_CHUNK = 32
 # TorchScript's profiling executor runs a graph as profiled on its first call and optimises
-# it on its second: both happen at load time, not on the first requests.
+# it on its second (ONNX Runtime sizes its buffers on the first): both happen at load time,
+# not on the first requests.
 WARM_UP_PASSES = 2
 INTERNAL_ERROR = "internal server error; the reason is in the server log"
 
 
 @dataclass(frozen=True)
 class LoadedModel:
-    network: torch.jit.ScriptModule
+    runner: Runner  # the backend's network (serving/backends/)
     config: ModelConfig
-    transform: Any  # PIL image -> normalised tensor (model_artifact.preprocessing)
-    device: torch.device
-    precision: str = "fp32"  # what the network computes in (model_artifact.precision)
+    backend: str = contract.TORCH
 
     @property
     def classes(self) -> tuple[str, ...]:
         return self.config.classes
 
     @property
-    def input_dtype(self) -> torch.dtype:
-        return precision.dtype(self.precision) or torch.float32
+    def precision(self) -> str:
+        return self.runner.precision
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -101,8 +101,7 @@ def predict_fn(data: Sequence[Image.Image], model: LoadedModel) -> np.ndarray:
     """Class probabilities for every image, in order (images x classes, float32)."""
     if not data:
         return np.zeros((0, len(model.classes)), dtype=np.float32)
-    logits = forward_logits(model, data)
-    return torch.softmax(logits.float(), dim=1).cpu().numpy()
+    return softmax(forward_logits(model, data))
 
 
 def output_fn(prediction: Prediction, accept: str) -> tuple[bytes, str]:
@@ -117,40 +116,22 @@ def output_fn(prediction: Prediction, accept: str) -> tuple[bytes, str]:
 def load_and_warm_up(model_dir: Path, context: Any, timings: dict[str, float]) -> LoadedModel:
     """What model_fn does, adding the seconds of each step to `timings`: the worker
     (HandlerService.initialize) reports them, and runs the same code the tests run."""
+    backend = contract.serving_backend()  # `serve` resolved it; set in the workers' env
     choice = contract.serving_precision()  # read once: warmed_up's fallback depends on it
     started = time.perf_counter()
-    model = load_model(model_dir, worker_device(context), choice)
+    model = load_model(model_dir, backend, choice, context)
     timings["load the model"] = time.perf_counter() - started
     started = time.perf_counter()
-    model = warmed_up(model, model_dir, choice)
+    model = warmed_up(model, model_dir, choice, context)
     timings[f"warm up in {model.precision}"] = time.perf_counter() - started
     return model
 
 
-def load_model(model_dir: Path, device: torch.device, choice: str) -> LoadedModel:
-    """The artifact on `device`, channels_last, cast to the precision `choice` resolves to."""
+def load_model(model_dir: Path, backend: str, choice: str, context: Any = None) -> LoadedModel:
+    """The artifact's network on `backend`, in the precision `choice` resolves to."""
     config = read_config(model_dir)
-    chosen = precision.resolve(choice, device)
-    try:
-        network = torchscript.load_model(model_dir, config, device)
-    except (RuntimeError, ValueError, OSError) as error:
-        raise ArtifactError(
-            f"{config.model_file} is not a TorchScript model: {first_line(error)}"
-        ) from None
-    # channels_last: oneDNN's and cuDNN's fast convolution kernels work in that layout.
-    network = network.to(memory_format=torch.channels_last)
-    dtype = precision.dtype(chosen)
-    if dtype is not None:  # weights cast once, not per call as autocast would
-        network = network.to(dtype)
-    return LoadedModel(network, config, eval_transform(config.preprocessing), device, chosen)
-
-
-def worker_device(context: Any = None) -> torch.device:
-    """The GPU multi-model-server assigned to this worker, else the CPU."""
-    if not torch.cuda.is_available():
-        return torch.device("cpu")
-    gpu_id = context.system_properties.get("gpu_id") if context is not None else None
-    return torch.device("cuda", int(gpu_id or 0))
+    runner = backends.loader(backend)(model_dir, config, choice, context)
+    return LoadedModel(runner, config, backend)
 
 
 def warm_up(model: LoadedModel) -> None:
@@ -175,27 +156,20 @@ def warm_up(model: LoadedModel) -> None:
         )
 
 
-def forward_logits(model: LoadedModel, images: Sequence[Image.Image]) -> torch.Tensor:
-    """The network's logits for the images (preprocessed, moved, cast as the worker does)."""
-    chunks = []
-    with torch.inference_mode():
-        for start in range(0, len(images), PREDICT_CHUNK):
-            chunk = images[start : start + PREDICT_CHUNK]
-            batch = torch.stack([model.transform(image) for image in chunk])
-            chunks.append(model.network(_to_device(batch, model)))
-    return torch.cat(chunks)
+def forward_logits(model: LoadedModel, images: Sequence[Image.Image]) -> np.ndarray:
+    """The network's logits for the images (float32, images x classes), in chunks."""
+    chunks = [
+        model.runner.logits(images[start : start + PREDICT_CHUNK])
+        for start in range(0, len(images), PREDICT_CHUNK)
+    ]
+    return np.concatenate(chunks)
 
 
-def _to_device(batch: torch.Tensor, model: LoadedModel) -> torch.Tensor:
-    if model.device.type == "cuda":
-        # Page-locked memory: the copy to the GPU needs no staging copy and runs async.
-        batch = batch.pin_memory()
-    return batch.to(
-        model.device,
-        dtype=model.input_dtype,
-        memory_format=torch.channels_last,
-        non_blocking=True,
-    )
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise, in float32, shifted by the row's maximum so that exp never overflows."""
+    shifted = logits.astype(np.float32) - logits.max(axis=1, keepdims=True)
+    exponentials = np.exp(shifted)
+    return exponentials / exponentials.sum(axis=1, keepdims=True)
 
 
 # ------------------------------------------------------------------------- one server batch
@@ -300,12 +274,13 @@ class HandlerService:
             logger.error("model failed to load: %s", reason)
             raise
         logger.info(
-            "model loaded and warmed up in %.2f s (pid %d, %s, %s, %d torch threads, classes %s)",
+            "model loaded and warmed up in %.2f s (pid %d, %s on %s, %s, %d threads, classes %s)",
             sum(timings.values()),
             os.getpid(),
-            self.model.device,
+            self.model.backend,
+            self.model.runner.place,
             self.model.precision,
-            torch.get_num_threads(),
+            self.model.runner.threads,
             ", ".join(self.model.classes),
         )
         state.report_ready(timings)
@@ -331,7 +306,7 @@ class HandlerService:
         return bodies
 
 
-def warmed_up(model: LoadedModel, model_dir: Path, choice: str) -> LoadedModel:
+def warmed_up(model: LoadedModel, model_dir: Path, choice: str, context: Any) -> LoadedModel:
     """`model` (loaded for the precision `choice`) warmed up, or for `auto` the same artifact
     in fp32 if it fails in a reduced precision: `auto` never makes a servable model
     unservable, while an explicit choice that fails is reported."""
@@ -342,15 +317,9 @@ def warmed_up(model: LoadedModel, model_dir: Path, choice: str) -> LoadedModel:
         if choice != precision.AUTO or model.precision == "fp32":
             raise
     logger.warning("the model fails in %s; serving it in fp32", model.precision)
-    fp32 = load_model(model_dir, model.device, "fp32")
+    fp32 = load_model(model_dir, model.backend, "fp32", context)
     warm_up(fp32)
     return fp32
-
-
-def first_line(error: BaseException) -> str:
-    """The first line of an error's message (TorchScript's run to pages of graph dump), or
-    its type's name when it has none."""
-    return (str(error).strip().splitlines() or [type(error).__name__])[0]
 
 
 def _seconds_since_process_start() -> float:

@@ -5,8 +5,10 @@ multi-model-server starts its Python backend only once the JVM has booted, and e
 then imports the handler: torch alone takes 2-3 s, paid after the JVM's second or so, and
 again for every model a multi-model endpoint loads. So `serve` starts this process first:
 
-- `serve_forever(socket_path)` listens on a unix socket, then imports torch and the handler
-  (never running a torch operation: a process forked after one hangs in OpenMP), then
+- `serve_forever(socket_path)` listens on a unix socket, then imports the backend's runtime
+  (torch or onnxruntime) and the handler (never running a torch operation: a process forked
+  after one hangs in OpenMP; never making an ONNX Runtime session: its threads don't survive
+  a fork either), then
   forks one child per connection; the child takes the connection's argv, environment,
   working directory and standard streams and runs multi-model-server's backend script, its
   imports already done.
@@ -36,9 +38,9 @@ from pathlib import Path
 
 from serving import contract, state
 
-# What a worker imports: the handler (torch, numpy, PIL) and multi-model-server's side.
+# What a worker imports: its backend's runtime and module (preloaded_modules), the handler
+# (numpy, PIL) and multi-model-server's side.
 PRELOADED_MODULES = (
-    "torch",
     "serving.entry",
     "serving.handler",
     "mms.arg_parser",
@@ -74,9 +76,15 @@ def serve_forever(socket_path: Path) -> None:
         _report_exits(children)
 
 
+def preloaded_modules(backend: str) -> tuple[str, ...]:
+    """torch or onnxruntime (never both: the CPU image has no torch), then the rest."""
+    runtime = contract.BACKEND_RUNTIMES[backend]
+    return (runtime, f"serving.backends.{backend}_backend", *PRELOADED_MODULES)
+
+
 def _preload() -> None:
     started = time.perf_counter()
-    for module in PRELOADED_MODULES:
+    for module in preloaded_modules(contract.serving_backend()):
         try:
             __import__(module)
         except Exception as error:  # the worker imports it again and reports why

@@ -35,6 +35,7 @@ import psutil
 
 from model_artifact.config import ArtifactError, read_config
 from serving import contract, frontend, state
+from serving.backends import onnx_files
 from serving.errors import ServeConfigError
 from serving.stop_signals import StopSignals
 
@@ -71,6 +72,13 @@ def serve(settings: contract.ServeSettings, stop_requested: StopSignals) -> int:
         with timed("check the model artifact"):
             config = read_config(settings.model_dir)
         logger.info("model %s, classes %s", settings.model_dir, ", ".join(config.classes))
+        if settings.backend == contract.ONNX:  # a missing graph stops `serve` here, with why
+            chosen = onnx_files.choose(
+                config, settings.model_dir, settings.precision, settings.int8_min_agreement
+            )
+            logger.info(
+                "onnx backend: %s in %s (%s)", chosen.path.name, chosen.precision, chosen.reason
+            )
     with runtime_dir() as runtime:
         server = start_model_server(settings, runtime)
         try:
@@ -78,10 +86,11 @@ def serve(settings: contract.ServeSettings, stop_requested: StopSignals) -> int:
             if stop_requested.is_set():
                 return 0
             logger.info(
-                "ready on port %d in %.1f s (%d worker(s) x %d torch thread(s), "
+                "ready on port %d in %.1f s (%s backend, %d worker(s) x %d thread(s), "
                 "batches of up to %d, %s)",
                 settings.port,
                 time.perf_counter() - started,
+                settings.backend,
                 settings.workers,
                 settings.torch_threads,
                 settings.batch_size,
@@ -116,14 +125,14 @@ def wait_for_startup(
     for phase, condition in phases:
         with timed(phase):
             wait_until(condition, settings, runtime, server, stop_requested)
-    log_worker_steps(runtime)
+    log_worker_steps(runtime, contract.BACKEND_RUNTIMES[settings.backend])
 
 
-def log_worker_steps(runtime: Path) -> None:
+def log_worker_steps(runtime: Path, backend_runtime: str = "torch") -> None:
     """The steps inside the last phase, as the preload process and the workers reported them."""
     steps = [
         (
-            "preload: import torch and the handler while the JVM starts",
+            f"preload: import {backend_runtime} and the handler while the JVM starts",
             state.preloaded_seconds(runtime),
         )
     ]

@@ -1,15 +1,18 @@
 """Contract tests: the real `serve` command on a model made by the real `train`, as
 processes, and (make test-images) in the images: the serving image serves what the
-training image trained.
+training image trained. Each runs on both backends (TorchScript on torch, ONNX Runtime: in
+the images, the gpu and the cpu serving image), which must keep the same contract.
 
-One tiny training job per session and one server per module keep this file to about two
-minutes on two cores. Every server process gets its own TMPDIR/TEMP, so several can run at
-once, and every process a test starts is stopped (and checked gone) before the test ends.
+One tiny training job per session and one server per module and backend keep this file
+to about three minutes on two cores. Every server process gets its own TMPDIR/TEMP, so
+several can run at once, and every process a test starts is stopped (and checked gone)
+before the test ends.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import http.client
 import io
 import json
@@ -23,15 +26,18 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import torch
 from PIL import Image
 
 from launch.local import client
-from model_artifact.config import read_config
-from model_artifact.preprocessing import eval_transform
+from model_artifact.config import ONNX_INPUT, ONNX_OUTPUT, read_config, write_config
+from model_artifact.preprocessing import Preprocessing, array_transform, eval_transform, open_rgb
+from serving.contract import ONNX
 from support import servers
 from support.jobs import train_model
+from support.onnx_models import add_onnx
 from support.servers import SHUTDOWN_LIMIT_S, processes_of, stop_and_clean, workers_of
 from support.targets import PROCESS_ONLY, Server, Target
 
@@ -42,7 +48,7 @@ PAYLOAD_LIMIT_MB = 1
 
 @pytest.fixture(scope="module")
 def server(
-    target: Target, trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    target: Target, backend: str, onnx_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Server]:
     work_dir = tmp_path_factory.mktemp("serve")
     env = {
@@ -51,7 +57,7 @@ def server(
         # These tests compare with the artifact computed by hand in fp32.
         "SERVING_PRECISION": "fp32",
     }
-    running = target.start_server(trained_model_dir, work_dir, env)
+    running = target.start_server(onnx_model_dir, work_dir, env, backend)
     try:
         running.wait_until_ready()
         yield running
@@ -65,13 +71,23 @@ def test_images(trained_model_dir: Path) -> list[Path]:
     return sorted(data_root.glob("*/*.jpg"))[::3]
 
 
-def reference_probabilities(model_dir: Path, images: list[Image.Image]) -> np.ndarray:
-    """The artifact loaded in-process by hand, as a user would, without the serving code."""
+def reference_probabilities(
+    model_dir: Path, images: list[Image.Image], backend: str = "torch"
+) -> np.ndarray:
+    """The artifact loaded in-process by hand, as a user would, without the serving code:
+    model.pt with torch, or model.onnx with ONNX Runtime."""
     config = read_config(model_dir)
-    transform = eval_transform(config.preprocessing)
+    rgb = [image.convert("RGB") for image in images]
+    if backend == ONNX:
+        assert config.onnx is not None
+        transform = array_transform(config.preprocessing)
+        session = ort.InferenceSession(str(model_dir / config.onnx.file))
+        (logits,) = session.run([ONNX_OUTPUT], {ONNX_INPUT: np.stack([transform(i) for i in rgb])})
+        return torch.softmax(torch.as_tensor(logits), dim=1).numpy()
+    torch_transform = eval_transform(config.preprocessing)
     network = torch.jit.load(str(model_dir / config.model_file), map_location="cpu")
     with torch.inference_mode():
-        logits = network(torch.stack([transform(image.convert("RGB")) for image in images]))
+        logits = network(torch.stack([torch_transform(image) for image in rgb]))
     return torch.softmax(logits, dim=1).numpy()
 
 
@@ -110,11 +126,11 @@ def test_every_worker_loads_the_model_and_reports_it(server: servers.Server) -> 
 
 
 def test_jpeg_png_json_and_npy_predictions_equal_the_artifact_in_process(
-    server: Server, trained_model_dir: Path, test_images: list[Path]
+    server: Server, backend: str, onnx_model_dir: Path, test_images: list[Path]
 ) -> None:
-    classes = list(read_config(trained_model_dir).classes)
+    classes = list(read_config(onnx_model_dir).classes)
     images = [Image.open(path) for path in test_images[:4]]
-    expected = reference_probabilities(trained_model_dir, images)
+    expected = reference_probabilities(onnx_model_dir, images, backend)
 
     for path, row in zip(test_images[:4], expected, strict=True):
         status, body, content_type = server.post(path.read_bytes(), "image/jpeg")
@@ -131,7 +147,9 @@ def test_jpeg_png_json_and_npy_predictions_equal_the_artifact_in_process(
     np.testing.assert_allclose(json_probabilities(body, classes), expected, atol=1e-5)
 
     pixels = np.stack([np.asarray(image.convert("RGB")) for image in images])
-    from_pixels = reference_probabilities(trained_model_dir, [Image.fromarray(p) for p in pixels])
+    from_pixels = reference_probabilities(
+        onnx_model_dir, [Image.fromarray(p) for p in pixels], backend
+    )
     status, body, content_type = server.post(
         npy_bytes(pixels), "application/x-npy", {"Accept": "application/x-npy"}
     )
@@ -318,24 +336,50 @@ def test_execution_parameters_describe_this_server(server: Server) -> None:
     }
 
 
-def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
-    target: Target, trained_model_dir: Path, tmp_path: Path
-) -> None:
-    broken = tmp_path / "broken-model"
-    shutil.copytree(trained_model_dir, broken)
-    (broken / read_config(broken).model_file).write_bytes(b"half a model file")
-    no_config = tmp_path / "no-config"
+def broken_copies(model_dir: Path, root: Path, backend: str) -> list[tuple[Path, str]]:
+    """Model directories `serve` must refuse on `backend`, each with the reason it gives."""
+    config = read_config(model_dir)
+    copies = {name: root / name for name in ("broken", "no-onnx", "wrong-size", "wrong-classes")}
+    for copy in copies.values():
+        shutil.copytree(model_dir, copy)
+    no_config = root / "no-config"
     no_config.mkdir()
-    cases = [(broken, "not a TorchScript model"), (no_config, "model_config.json is missing")]
-    for model_dir, reason in cases:
-        server = target.start_server(model_dir, tmp_path / model_dir.name)
+    if backend != ONNX:
+        (copies["broken"] / config.model_file).write_bytes(b"half a model file")
+        return [
+            (copies["broken"], "not a TorchScript model"),
+            (no_config, "model_config.json is missing"),
+        ]
+    assert config.onnx is not None and config.onnx.int8 is not None
+    for graph in (config.onnx.file, config.onnx.int8.file):  # whichever `auto` serves
+        (copies["broken"] / graph).write_bytes(b"half an ONNX file")
+    (copies["no-onnx"] / config.onnx.file).unlink()
+    size = config.preprocessing.image_size + 8
+    resized = Preprocessing.for_image_size(size)
+    write_config(copies["wrong-size"], dataclasses.replace(config, preprocessing=resized))
+    more = dataclasses.replace(config, classes=(*config.classes, "fox"))
+    write_config(copies["wrong-classes"], more)
+    return [
+        (copies["broken"], "onnx is not an ONNX model"),
+        (copies["no-onnx"], "scripts/local.py export --model-dir"),
+        (copies["wrong-size"], f"of shape ['batch', 3, {size}, {size}]"),
+        (copies["wrong-classes"], f"lists {len(more.classes)} classes"),
+        (no_config, "model_config.json is missing"),
+    ]
+
+
+def test_broken_artifacts_make_serve_exit_non_zero_with_the_reason(
+    target: Target, backend: str, onnx_model_dir: Path, tmp_path: Path
+) -> None:
+    for model_dir, reason in broken_copies(onnx_model_dir, tmp_path, backend):
+        server = target.start_server(model_dir, tmp_path / f"serve-{model_dir.name}", None, backend)
         try:
             exit_code = server.wait_for_exit(timeout=300)
             log = server.log()
         finally:
             leftovers = server.close()
-        assert exit_code != 0
-        assert reason in log  # the reason the user reads in `docker logs`
+        assert exit_code != 0, model_dir.name
+        assert reason in log, model_dir.name  # the reason the user reads in `docker logs`
         assert leftovers == []
 
 
@@ -366,12 +410,17 @@ BATCHING = {
 
 @pytest.mark.parametrize("batching", BATCHING)
 def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
-    target: Target, trained_model_dir: Path, test_images: list[Path], tmp_path: Path, batching: str
+    target: Target,
+    backend: str,
+    onnx_model_dir: Path,
+    test_images: list[Path],
+    tmp_path: Path,
+    batching: str,
 ) -> None:
     """Batching on: 4 requests sent together are one server batch (the 3 s delay leaves
     time for all of them); each is decoded with its own headers and fails alone."""
     env = {"SAGEMAKER_MODEL_SERVER_WORKERS": "1", "SERVING_PRECISION": "fp32", **BATCHING[batching]}
-    running = target.start_server(trained_model_dir, tmp_path / "serve", env)
+    running = target.start_server(onnx_model_dir, tmp_path / "serve", env, backend)
     jpeg = test_images[0].read_bytes()
     requests = [
         (jpeg, "image/jpeg", {}),
@@ -428,8 +477,8 @@ def test_concurrent_requests_share_a_forward_pass_and_each_gets_its_own_answer(
     ]
     expected_size = "4" if batching == "on" else "1"
     assert [answer[2] for answer in answers] == [expected_size] * len(requests)
-    classes = list(read_config(trained_model_dir).classes)
-    reference = reference_probabilities(trained_model_dir, [Image.open(test_images[0])])
+    classes = list(read_config(onnx_model_dir).classes)
+    reference = reference_probabilities(onnx_model_dir, [Image.open(test_images[0])], backend)
     np.testing.assert_allclose(json_probabilities(answers[0][3], classes), reference, atol=1e-5)
     assert large == [200] * len(requests)
 
@@ -446,15 +495,15 @@ def test_sigterm_stops_the_server_and_every_worker(server: servers.Server) -> No
     assert processes_of(server) == []
 
 
-@pytest.mark.photos
-def test_real_photos_are_classified_over_http(
-    photos_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> None:
-    """A model trained on the real photos (from scratch: no ImageNet weights offline)."""
-    root = tmp_path_factory.mktemp("photos")
-    model_dir = train_model(photos_dir, root / "job")
-    images = sorted(path for path in (photos_dir / "test").glob("*/*") if path.is_file())
-    server = servers.start(model_dir, root / "serve")
+# How far the ONNX backend's probabilities (Pillow and numpy preprocessing, ONNX Runtime)
+# may stray from torch's on a real photo: resizing differs by at most a grey level a pixel.
+PHOTO_PROBABILITY_TOLERANCE = 0.01
+
+
+def classify_all(
+    model_dir: Path, images: list[Path], work_dir: Path, env: dict[str, str]
+) -> list[dict[str, object]]:
+    server = servers.start(model_dir, work_dir, env)
     try:
         server.wait_until_ready()
         answers = [client.classify_file(server.port, path) for path in images]
@@ -462,11 +511,36 @@ def test_real_photos_are_classified_over_http(
         leftovers = stop_and_clean(server)
     assert leftovers == []
     assert [status for status, _ in answers] == [200] * len(images)
-    served = [answer["predictions"][0]["label"] for _, answer in answers]
+    return [answer["predictions"][0] for _, answer in answers]
+
+
+@pytest.mark.photos
+def test_real_photos_are_classified_over_http_alike_on_both_backends(
+    photos_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """A model trained on the real photos (from scratch: no ImageNet weights offline),
+    served by torch and by ONNX Runtime in fp32: the same top-1 on every test photo."""
+    root = tmp_path_factory.mktemp("photos")
+    model_dir = train_model(photos_dir, root / "job")
+    images = sorted(path for path in (photos_dir / "test").glob("*/*") if path.is_file())
+    add_onnx(model_dir, [open_rgb(path) for path in images[::8]], int8=False)
     classes = read_config(model_dir).classes
     reference = reference_probabilities(model_dir, [Image.open(path) for path in images])
-    assert served == [classes[int(i)] for i in reference.argmax(axis=1)]
-    accuracy = np.mean(
-        [label == path.parent.name for label, path in zip(served, images, strict=True)]
-    )
-    print(f"{len(images)} test photos over HTTP: accuracy {accuracy:.3f}")
+    fp32 = {"SERVING_PRECISION": "fp32"}
+    for backend in ("torch", ONNX):
+        env = {"SERVING_BACKEND": backend, **fp32}
+        served = classify_all(model_dir, images, root / f"serve-{backend}", env)
+        labels = [prediction["label"] for prediction in served]
+        assert labels == [classes[int(i)] for i in reference.argmax(axis=1)], backend
+        probabilities = np.array(
+            [[prediction["probabilities"][name] for name in classes] for prediction in served]  # type: ignore[index]
+        )
+        difference = float(np.abs(probabilities - reference).max())
+        accuracy = np.mean(
+            [label == path.parent.name for label, path in zip(labels, images, strict=True)]
+        )
+        print(
+            f"{len(images)} test photos over HTTP on {backend}: accuracy {accuracy:.3f}, "
+            f"largest probability difference from torch in process {difference:.5f}"
+        )
+        assert difference <= PHOTO_PROBABILITY_TOLERANCE, backend

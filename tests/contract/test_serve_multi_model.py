@@ -24,8 +24,10 @@ from launch.local import client
 from launch.local.processes import free_port, wait_for_ping
 from launch.synthetic_images import make_dataset
 from model_artifact.config import read_config
+from model_artifact.preprocessing import open_rgb
 from support import servers
 from support.jobs import train_tiny
+from support.onnx_models import add_onnx
 from support.servers import SHUTDOWN_LIMIT_S, Server, processes_of, stop_and_clean
 from trainer.contract import TrainingPaths
 
@@ -45,6 +47,7 @@ def models_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
         job = train_tiny(data, root / "jobs" / name, epochs="1")
         assert job.returncode == 0, job.stderr[-2000:]
         TrainingPaths(root / "jobs" / name).model_dir.rename(root / "models" / name)
+        add_onnx(root / "models" / name, [open_rgb(p) for p in (data / "train").glob("*/*.jpg")])
     return root / "models"
 
 
@@ -203,12 +206,14 @@ def test_local_serve_and_invoke_drive_a_multi_model_endpoint(
     models_dir: Path, tmp_path: Path
 ) -> None:
     """scripts/local.py serve --multi-model --models-dir DIR loads every model of DIR;
-    invoke --target-model NAME classifies with that one."""
+    invoke --target-model NAME classifies with that one. On ONNX Runtime (--backend): the
+    endpoint's other tests run on torch."""
     port = str(free_port())
     tmp_dir = tmp_path / "tmp"  # the server's TMPDIR: everything it starts is found by it
     tmp_dir.mkdir()
     log = tmp_path / "serve.log"
     command = ["serve", "--multi-model", "--models-dir", str(models_dir), "--port", port]
+    command += ["--backend", "onnx"]
     with log.open("wb") as log_file:
         serving = subprocess.Popen(
             [sys.executable, str(LOCAL), *command],

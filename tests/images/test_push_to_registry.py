@@ -15,6 +15,7 @@ import boto3
 import pytest
 
 from launch.synthetic_images import make_dataset
+from serving.contract import TORCH
 from support import containers
 from support.jobs import train_tiny
 from support.registry import IMAGE_MANIFEST_TYPES, local_registry, manifest
@@ -93,7 +94,8 @@ def test_pushed_image_is_one_manifest_and_pulled_by_digest_it_trains(
     containers.docker("tag", pulled, containers.image_from_env(containers.TRAIN_IMAGE_ENV))
 
     target = ContainerTarget(
-        train_image=pulled, serve_image=containers.image_from_env(containers.SERVE_IMAGE_ENV)
+        train_image=pulled,
+        serve_images={TORCH: containers.image_from_env(containers.SERVE_IMAGE_ENV)},
     )
     data = make_dataset(tmp_path / "data", per_class=4)
     completed = train_tiny(data, tmp_path / "job", target=target, epochs="1")

@@ -21,9 +21,10 @@ STOP_LIMIT_S = 5
 
 @pytest.fixture(scope="module")
 def server(
-    target: Target, trained_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    target: Target, backend: str, onnx_model_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[containers.ContainerServer]:
-    running = target.start_server(trained_model_dir, tmp_path_factory.mktemp("serve"))
+    """The gpu image (torch) or the cpu image (ONNX Runtime), each left to choose (`auto`)."""
+    running = target.start_server(onnx_model_dir, tmp_path_factory.mktemp("serve"), None, backend)
     assert isinstance(running, containers.ContainerServer)
     try:
         running.wait_until_ready()

@@ -35,14 +35,16 @@ def emulator_env(endpoint: str) -> dict[str, str]:
 
 @contextmanager
 def moto_server(timeout_s: float = 30.0) -> Iterator[str]:
-    """Start `moto_server` on a free loopback port; yield its URL; stop it."""
+    """Start moto's server on a free loopback port; yield its URL; stop it."""
     port = free_port()
-    executable = Path(sys.executable).with_name("moto_server")
+    # moto with the answers SDK 3.x can read back (support.emulator_server says which).
+    tests = str(Path(__file__).resolve().parents[1])
+    path = os.pathsep.join(filter(None, [tests, os.environ.get("PYTHONPATH")]))
     process = subprocess.Popen(
-        [str(executable), "-H", "127.0.0.1", "-p", str(port)],
+        [sys.executable, "-m", "support.emulator_server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        env={**os.environ},
+        env={**os.environ, "PYTHONPATH": path},
     )
     endpoint = f"http://127.0.0.1:{port}"
     try:

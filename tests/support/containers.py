@@ -18,7 +18,8 @@ from serving import contract as serving_contract
 from trainer import contract as training_contract
 
 TRAIN_IMAGE_ENV = "TEST_IMAGES_TRAIN"
-SERVE_IMAGE_ENV = "TEST_IMAGES_SERVE"
+SERVE_IMAGE_ENV = "TEST_IMAGES_SERVE"  # the gpu variant: torch
+SERVE_CPU_IMAGE_ENV = "TEST_IMAGES_SERVE_CPU"  # the cpu variant: ONNX Runtime, no torch
 # The build arguments that stand in for what the build machine cannot fetch (K=V K=V ...).
 STAND_INS_ENV = "TEST_IMAGES_STAND_INS"
 # SageMaker's stop: SIGTERM, then SIGKILL after 30 s.

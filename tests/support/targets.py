@@ -25,6 +25,7 @@ from launch.local.processes import (
     run_training,
     training_environment,
 )
+from serving.contract import BACKEND_ENV, ONNX, TORCH
 from support import containers, servers
 from trainer.contract import TrainingPaths
 
@@ -74,8 +75,15 @@ class Target(Protocol):
     ) -> RunningJob: ...
 
     def start_server(
-        self, model_dir: Path, work_dir: Path, env: dict[str, str] | None = None
-    ) -> Server: ...
+        self,
+        model_dir: Path,
+        work_dir: Path,
+        env: dict[str, str] | None = None,
+        backend: str = TORCH,
+    ) -> Server:
+        """`serve` on `backend`: a process told so (SERVING_BACKEND), or the image that
+        has it (the gpu image torch, the cpu image ONNX Runtime), left to choose (`auto`)."""
+        ...
 
     def export_onnx(self, model_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
         """The ONNX graphs of MODEL_DIR, calibrated and checked on DATA; output captured."""
@@ -130,9 +138,13 @@ class ProcessTarget:
         return ProcessJob(process)
 
     def start_server(
-        self, model_dir: Path, work_dir: Path, env: dict[str, str] | None = None
+        self,
+        model_dir: Path,
+        work_dir: Path,
+        env: dict[str, str] | None = None,
+        backend: str = TORCH,
     ) -> servers.Server:
-        return servers.start(model_dir, work_dir, env)
+        return servers.start(model_dir, work_dir, {BACKEND_ENV: backend, **(env or {})})
 
     def export_onnx(self, model_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
         """`imgcls-local export`, which calls what the training image's `export-onnx` does."""
@@ -166,8 +178,8 @@ class ContainerJob:
 
 @dataclass(frozen=True)
 class ContainerTarget:
-    train_image: str
-    serve_image: str
+    train_image: str | None  # None: TEST_IMAGES_ONLY built a serving image alone
+    serve_images: dict[str, str]  # backend -> the serving image that has it
     name: str = CONTAINER
 
     def base_dir(self, job_dir: Path) -> Path:
@@ -202,9 +214,15 @@ class ContainerTarget:
         return ContainerJob(client, name)
 
     def start_server(
-        self, model_dir: Path, work_dir: Path, env: dict[str, str] | None = None
+        self,
+        model_dir: Path,
+        work_dir: Path,
+        env: dict[str, str] | None = None,
+        backend: str = TORCH,
     ) -> containers.ContainerServer:
-        return containers.start_server(self.serve_image, model_dir, free_port(), env)
+        if backend not in self.serve_images:
+            pytest.skip(f"no serving image with the {backend} backend was built")
+        return containers.start_server(self.serve_images[backend], model_dir, free_port(), env)
 
     def export_onnx(self, model_dir: Path, data: Path) -> subprocess.CompletedProcess[str]:
         """`export-onnx` in the training image, the model and data mounted, no network."""
@@ -227,6 +245,8 @@ class ContainerTarget:
     def _run_command(self, job_dir: Path, *options: str) -> list[str]:
         """`docker run` as SageMaker runs a job with network isolation: the job folder
         mounted at /opt/ml, no network but loopback, where the host name resolves."""
+        if self.train_image is None:
+            pytest.skip("no training image was built")
         return [
             "docker", "run", *options, "--network", "none",
             "--add-host", f"{LOCAL_HOST}:127.0.0.1",
@@ -254,7 +274,14 @@ class ContainerTarget:
 def target_named(name: str) -> Target:
     if name == PROCESS:
         return ProcessTarget()
-    return ContainerTarget(
-        containers.image_from_env(containers.TRAIN_IMAGE_ENV),
-        containers.image_from_env(containers.SERVE_IMAGE_ENV),
-    )
+    built = {
+        backend: os.environ[variable]
+        for backend, variable in (
+            (TORCH, containers.SERVE_IMAGE_ENV),
+            (ONNX, containers.SERVE_CPU_IMAGE_ENV),
+        )
+        if os.environ.get(variable)
+    }
+    if not built:
+        containers.image_from_env(containers.SERVE_IMAGE_ENV)  # raises: says what is missing
+    return ContainerTarget(os.environ.get(containers.TRAIN_IMAGE_ENV) or None, built)

@@ -277,7 +277,11 @@ def test_image_installs_its_pinned_requirements_then_its_packages(name: str) -> 
     dockerfile = IMAGES[name]["dockerfile"]
     text = dockerfile.read_text()
     assert requirements in text and "constraints.txt" in text
-    assert re.search(r"pip install -r requirements\.txt -c constraints\.txt", text)
+    assert re.search(
+        r'pip install -r ("\$\{requirements\}"|requirements\.txt) -c constraints', text
+    )
+    if name == "serve":  # the cpu variant's file, without torch
+        assert f"container_{name}/requirements-cpu.txt" in text
     assert installed_packages(parse_dockerfile(dockerfile)) == IMAGES[name]["packages"]
     assert re.search(r"pip install --no-cache-dir --no-deps --no-build-isolation", text)
 
@@ -295,6 +299,11 @@ RUNTIME_IMPORTS = {
     ],
     "serve": ["torch", "torchvision", "PIL", "sagemaker_inference.model_server", "mms"],
 }
+
+
+# The gpu serving image has torch and not onnxruntime: the ONNX backend's module is never
+# imported there (test_cpu_serving_environment_imports_without_torch covers the cpu image).
+OTHER_BACKEND = {"serve": ("serving.backends.onnx_backend",)}
 
 
 def requirement_pins(path: Path) -> dict[str, str]:
@@ -368,10 +377,54 @@ def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
         f"for package in {packages!r}:\n"
         "    root = importlib.import_module(package)\n"
         "    for info in pkgutil.walk_packages(root.__path__, package + '.'):\n"
-        "        importlib.import_module(info.name)\n"
+        f"        if info.name not in {OTHER_BACKEND.get(name, ())!r}:\n"
+        "            importlib.import_module(info.name)\n"
     )
     result = subprocess.run(
         # -S: no site-packages of this venv; only the image's set and its code.
+        [sys.executable, "-S", "-c", script],
+        cwd=tmp_path,
+        env={
+            "PATH": str(Path(sys.executable).parent),
+            "PYTHONPATH": os.pathsep.join([*map(str, roots), str(site)]),
+            "SAGEMAKER_BASE_DIR": str(tmp_path / "ml"),
+            "HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+
+
+# What needs torch: the CPU serving image has these files but never imports them.
+TORCH_MODULES = (
+    "serving.backends.torch_backend",
+    "model_artifact.tensor_transforms",
+    "model_artifact.torchscript",
+)
+
+
+def test_cpu_serving_environment_imports_without_torch(tmp_path: Path) -> None:
+    """requirements-cpu.txt pulls in no torch, and with only its packages every module of
+    the serving image's packages imports, except the torch backend's."""
+    requirements = REPO_ROOT / "container_serve" / "requirements-cpu.txt"
+    site = tmp_path / "site-packages"
+    distributions = image_site_packages(requirements, site)
+    assert "torch" not in distributions and "onnxruntime" in distributions
+    roots = [REPO_ROOT / folder for folder in IMAGES["serve"]["packages"]]
+    script = (
+        "import importlib, importlib.util, pkgutil\n"
+        "assert importlib.util.find_spec('torch') is None\n"
+        "for package in ('serving', 'model_artifact'):\n"
+        "    root = importlib.import_module(package)\n"
+        "    for info in pkgutil.walk_packages(root.__path__, package + '.'):\n"
+        f"        if info.name not in {TORCH_MODULES!r}:\n"
+        "            importlib.import_module(info.name)\n"
+        "import sagemaker_inference.model_server, mms, onnxruntime\n"
+    )
+    result = subprocess.run(
         [sys.executable, "-S", "-c", script],
         cwd=tmp_path,
         env={
@@ -404,7 +457,8 @@ def test_install_step_picks_the_torch_build(
     dockerfile = parse_dockerfile(IMAGES[name]["dockerfile"])
     [step] = [i.arguments for i in dockerfile.instructions if "pip install -r" in i.arguments]
     step = re.sub(r"^--mount=\S+\s+", "", step)
-    shutil.copy(REPO_ROOT / f"container_{name}" / "requirements.txt", tmp_path)
+    for requirements in (REPO_ROOT / f"container_{name}").glob("requirements*.txt"):
+        shutil.copy(requirements, tmp_path)
     result = subprocess.run(
         ["bash", "-o", "pipefail", "-c", PIP_STEP_STUBS + step],
         cwd=tmp_path,
@@ -425,6 +479,9 @@ def test_install_step_picks_the_torch_build(
     assert result.returncode == 0, result.stderr
     pins = requirement_pins(tmp_path / "requirements.txt")
     expected = ["pip install -r requirements.txt -c constraints.txt"]
+    if name == "serve" and variant == "cpu":  # ONNX Runtime from PyPI, no torch at all
+        index = None
+        expected = ["pip install -r requirements-cpu.txt -c constraints.txt"]
     if index:
         expected.insert(
             0,
@@ -544,7 +601,7 @@ def test_docs_show_the_recorded_image_sizes() -> None:
     """docker/image-sizes.toml is what the image size test compares with; the docs show it."""
     docs = (REPO_ROOT / "docs" / "images.md").read_text()
     recorded = tomllib.loads((DOCKER_DIR / "image-sizes.toml").read_text())["bytes"]
-    assert set(recorded) == set(IMAGES)
+    assert set(recorded) == {*IMAGES, "serve-cpu"}  # the serving image in both variants
     for size in recorded.values():
         assert f"{size / 1e9:.2f} GB" in docs
         assert f"{size:,}" in docs

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import sys
+import tomllib
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -121,6 +122,19 @@ def test_no_sys_path_edits_outside_the_tests() -> None:
         if "sys.path" in path.read_text()
     ]
     assert edits == []
+
+
+@pytest.mark.parametrize("package", ["model_artifact", "trainer", "serving"])
+def test_every_subpackage_is_declared_for_the_images(package: str) -> None:
+    """The images install these packages with pip from their folders (not editable, as in
+    the tests): a subpackage missing from setuptools' list is missing in the image."""
+    pyproject = tomllib.loads((PACKAGES[package] / "pyproject.toml").read_text())
+    declared = set(pyproject["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(PACKAGES[package]).parts)
+        for init in (PACKAGES[package] / package).rglob("__init__.py")
+    }
+    assert found == declared
 
 
 # The trainer's imports inside functions, each with why it cannot wait at the top of its

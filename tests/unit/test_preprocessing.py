@@ -2,6 +2,7 @@ import io
 import struct
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from PIL import Image
 from model_artifact.preprocessing import (
     Preprocessing,
     UnreadableImageError,
+    array_transform,
     eval_transform,
     open_rgb,
 )
@@ -141,3 +143,39 @@ def test_serving_preprocessing_does_not_import_torchvision() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+# The Pillow and numpy transform (the ONNX backend's) against torch's: Pillow's resampling
+# rounds its fixed-point sums differently, by at most this many grey levels per pixel.
+GREY_LEVELS = {"bilinear": 1, "bicubic": 2, "nearest": 0}
+
+
+def largest_grey_level_difference(preprocessing: Preprocessing, image: Image.Image) -> float:
+    expected = eval_transform(preprocessing)(image).numpy()
+    computed = array_transform(preprocessing)(image)
+    assert computed.shape == expected.shape and computed.dtype == np.float32
+    std = np.asarray(preprocessing.std, dtype=np.float32).reshape(-1, 1, 1)
+    return float((np.abs(computed - expected) * std * 255).max())
+
+
+@pytest.mark.parametrize("interpolation", list(GREY_LEVELS))
+@pytest.mark.parametrize("size", [(300, 200), (200, 300), (57, 45), (256, 256)])
+def test_the_array_transform_follows_the_torch_transform(
+    interpolation: str, size: tuple[int, int]
+) -> None:
+    """Down- and upscaled, landscape and portrait, or no resize at all."""
+    preprocessing = Preprocessing(interpolation=interpolation)
+    image = RGB.resize(size, Image.Resampling.BICUBIC)
+    difference = largest_grey_level_difference(preprocessing, image)
+    assert difference <= GREY_LEVELS[interpolation] + 0.01
+
+
+@pytest.mark.photos
+def test_the_array_transform_follows_the_torch_transform_on_every_test_photo(
+    photos_dir: Path,
+) -> None:
+    preprocessing = Preprocessing()  # bilinear, 224 px: the training job's default
+    photos = sorted(path for path in (photos_dir / "test").glob("*/*") if path.is_file())
+    largest = max(largest_grey_level_difference(preprocessing, open_rgb(p)) for p in photos)
+    print(f"{len(photos)} photos: at most {largest:.2f} grey levels apart")
+    assert largest <= GREY_LEVELS["bilinear"] + 0.01

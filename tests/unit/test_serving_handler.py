@@ -55,7 +55,7 @@ def reference_probabilities(model_dir: Path, images: list[Image.Image]) -> np.nd
 def test_model_fn_loads_the_artifact(model: handler.LoadedModel) -> None:
     assert model.classes == ("cat", "dog")
     assert model.preprocessing.image_size == 32
-    assert not model.network.training
+    assert not model.runner.network.training
 
 
 def test_predictions_match_the_artifact_loaded_by_hand(
@@ -75,9 +75,10 @@ def test_predict_fn_runs_in_inference_mode(model: handler.LoadedModel) -> None:
     class Recorder(torch.nn.Module):
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             seen.append((torch.is_inference_mode_enabled(), len(images)))
-            return model.network(images)
+            return model.runner.network(images)
 
-    handler.predict_fn([photo((1, 2, 3))] * 3, dataclasses.replace(model, network=Recorder()))
+    runner = dataclasses.replace(model.runner, network=Recorder())
+    handler.predict_fn([photo((1, 2, 3))] * 3, dataclasses.replace(model, runner=runner))
     assert seen == [(True, 3)]  # one batched forward pass
 
 
@@ -291,4 +292,4 @@ def test_model_fn_takes_the_workers_gpu_from_the_context_like_the_toolkit(
     assert list(signature(handler.model_fn).parameters) == ["model_dir", "context"]
     loaded = handler.model_fn(str(model_dir), mms_context(model_dir, []))
     expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert loaded.device.type == expected
+    assert loaded.runner.device.type == expected

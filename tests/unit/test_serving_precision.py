@@ -1,4 +1,5 @@
-"""The handler's precision, memory layout and device handling (serving/handler.py).
+"""The torch backend's precision, memory layout and device handling
+(serving/backends/torch_backend.py), through the handler.
 
 On this CPU-only machine the GPU path runs with a stubbed device: which tensors are pinned
 and how they are moved is checked, not a real copy.
@@ -14,10 +15,11 @@ import pytest
 import torch
 
 from model_artifact import precision
-from model_artifact.config import ArtifactError, ModelConfig
+from model_artifact.config import ArtifactError, ModelConfig, read_config
 from model_artifact.preprocessing import Preprocessing
 from model_artifact.torchscript import export_model
 from serving import handler
+from serving.backends import torch_backend
 from support.tiny_models import TinyNet, photo, write_model_dir
 
 
@@ -45,30 +47,36 @@ def cpu() -> torch.device:
     return torch.device("cpu")
 
 
+def load(model_dir: Path, choice: str, device: torch.device | None = None) -> handler.LoadedModel:
+    runner = torch_backend.load(model_dir, read_config(model_dir), device or cpu(), choice)
+    return handler.LoadedModel(runner, read_config(model_dir))
+
+
 @pytest.mark.parametrize("choice", ["bf16", "fp16"])
 def test_a_reduced_precision_casts_the_weights_once_and_agrees_with_fp32(
     model_dir: Path, choice: str
 ) -> None:
     images = [photo((250, 10, 10)), photo((10, 10, 250), (30, 60))]
-    reduced = handler.load_model(model_dir, cpu(), choice)
-    full = handler.load_model(model_dir, cpu(), "fp32")
+    reduced = load(model_dir, choice)
+    full = load(model_dir, "fp32")
     assert reduced.precision == choice
-    assert {p.dtype for p in reduced.network.parameters()} == {precision.dtype(choice)}
+    assert {p.dtype for p in reduced.runner.network.parameters()} == {precision.dtype(choice)}
     np.testing.assert_allclose(
         handler.predict_fn(images, reduced), handler.predict_fn(images, full), atol=0.02
     )
 
 
 def test_inputs_reach_the_network_channels_last_in_its_precision(model_dir: Path) -> None:
-    model = handler.load_model(model_dir, cpu(), "bf16")
+    model = load(model_dir, "bf16")
     seen = []
 
     class Recorder(torch.nn.Module):
         def forward(self, images: torch.Tensor) -> torch.Tensor:
             seen.append((images.dtype, images.is_contiguous(memory_format=torch.channels_last)))
-            return model.network(images)
+            return model.runner.network(images)
 
-    handler.warm_up(dataclasses.replace(model, network=Recorder()))
+    runner = dataclasses.replace(model.runner, network=Recorder())
+    handler.warm_up(dataclasses.replace(model, runner=runner))
     assert seen == [(torch.bfloat16, True)] * handler.WARM_UP_PASSES  # warm-up in bf16 too
 
 
@@ -102,10 +110,10 @@ def test_each_worker_uses_the_gpu_multi_model_server_gave_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert handler.worker_device(Context("3")) == torch.device("cuda", 3)
-    assert handler.worker_device(Context(None)) == torch.device("cuda", 0)
+    assert torch_backend.worker_device(Context("3")) == torch.device("cuda", 3)
+    assert torch_backend.worker_device(Context(None)) == torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert handler.worker_device(Context("3")) == torch.device("cpu")
+    assert torch_backend.worker_device(Context("3")) == torch.device("cpu")
 
 
 def test_a_gpu_batch_is_pinned_then_copied_asynchronously(
@@ -121,12 +129,10 @@ def test_a_gpu_batch_is_pinned_then_copied_asynchronously(
         calls.append(("to", (args, kwargs)))
         return tensor
 
-    model = dataclasses.replace(
-        handler.load_model(model_dir, cpu(), "fp16"), device=torch.device("cuda", 1)
-    )
+    runner = dataclasses.replace(load(model_dir, "fp16").runner, device=torch.device("cuda", 1))
     monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
     monkeypatch.setattr(torch.Tensor, "to", to)
-    handler._to_device(torch.zeros(2, 3, 32, 32), model)
+    torch_backend.to_device(torch.zeros(2, 3, 32, 32), runner)
     assert [name for name, _ in calls] == ["pin", "to"]
     args, kwargs = calls[1][1]  # type: ignore[misc]
     assert args == (torch.device("cuda", 1),)

@@ -16,7 +16,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from launch.cloud import sdk2
+from launch.cloud import sdk, sdk2
 from launch.cloud.predictor import JSON, Answer, ImageRequest, first_prediction
 from launch.cloud.settings import AwsTarget, error_code, split_s3_uri
 
@@ -69,7 +69,7 @@ def boto3_result(s3: Any, submitted: Submitted) -> Answer | None:
 
 def sdk_result(submitted: Submitted) -> Answer | None:
     """The same through the SDK's response handle (one look per call, no waiter threads)."""
-    state, value = sdk2.async_result(submitted.sdk)
+    state, value = sdk.calls().async_result(submitted.sdk)
     if state == sdk2.PENDING:
         return NOT_YET
     return first_prediction(value) if state == sdk2.RESULT else failure(value)
@@ -94,7 +94,7 @@ class AsyncInvoker:
         self.timeout_s = timeout_s
         self.s3 = target.session.client("s3")
         self.runtime = target.session.client("sagemaker-runtime")
-        self.predictor = sdk2.async_predictor(session, endpoint)
+        self.predictor = sdk.calls().async_predictor(session, endpoint)
 
     def submit(self, request: ImageRequest) -> Submitted:
         arguments = {

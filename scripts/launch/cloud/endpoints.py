@@ -17,7 +17,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError, WaiterError
 
-from launch.cloud import async_inference, hosting, scaling, sdk2
+from launch.cloud import async_inference, hosting, scaling, sdk
 from launch.cloud.hosting import AsyncSettings, Endpoint, Hosting, Mode, ScalingSettings
 from launch.cloud.limits import MB
 from launch.cloud.predictor import Answer, Classification, ImageRequest, first_prediction
@@ -108,7 +108,9 @@ def deploy(
         print(f"  results to {plan.asynchronous.output_uri}")
     if plan.multi_model:
         print(f"  models: {listed(archives) or 'none yet'}")
-    sdk2.deploy_model(session, image_uri, role, model_data, endpoint_name, instance_type, plan)
+    sdk.calls().deploy_model(
+        session, image_uri, role, model_data, endpoint_name, instance_type, plan
+    )
     if local:
         status = "InService (local mode)"
     else:
@@ -238,7 +240,7 @@ def real_time_answers(
     target_model: str | None,
 ) -> Iterator[tuple[Answer, Answer]]:
     """Each image through the Predictor and through boto3, as the answers come."""
-    predictor = sdk2.predictor(session, endpoint)
+    predictor = sdk.calls().predictor(session, endpoint)
     runtime = target.session.client("sagemaker-runtime")
     for request in requests:
         body, content_type = request.body, request.content_type

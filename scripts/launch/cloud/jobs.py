@@ -1,7 +1,7 @@
 """`tune` and `train`: the plans of SageMaker jobs around the training image, and the
 boto3 reads around them (channels, a tuning job's progress and best job).
 
-`sdk2` turns the plans into the SDK's estimator and tuner; the metric regexes come from the
+`sdk2` or `sdk3` (see `sdk`) turns the plans into SDK calls; the metric regexes come from the
 training code (`trainer.metrics`) and the search space and objectives from
 `launch.search_space`, so the tuner reads exactly the lines the job prints and searches
 exactly the ranges local tuning searches.

@@ -1,5 +1,5 @@
 """What `invoke` sends, and what an answer from the serving image looks like (the SDK's
-Predictor that carries them is `sdk2.image_predictor_class`)."""
+Predictor that carries them is `sdk2.image_predictor_class` or `sdk3.ImagePredictor`)."""
 
 from __future__ import annotations
 

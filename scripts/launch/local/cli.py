@@ -30,6 +30,7 @@ from launch.options import (
     hyperparameter_flags,
 )
 from launch.search_space import DEFAULT_OBJECTIVE, OBJECTIVES
+from serving.contract import BACKEND_ENV, BACKENDS
 from trainer.contract import TrainingPaths
 
 DEFAULT_PORT = processes.DEFAULT_SERVE_PORT
@@ -90,6 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=DEFAULT_PORT,
         help=f"port to serve on (default: {DEFAULT_PORT})",
+    )
+    serve_parser.add_argument(
+        "--backend",
+        choices=BACKENDS,
+        help=f"what computes: TorchScript on torch, or ONNX Runtime ({BACKEND_ENV}; "
+        "default: auto, torch where it is installed)",
     )
 
     invoke_parser = commands.add_parser("invoke", help="classify image files with a local server")
@@ -169,10 +176,11 @@ def serve(parser: argparse.ArgumentParser, args: argparse.Namespace) -> int:
         args.model_dir is not None
     ):
         parser.error("serve needs --model-dir DIR, or --multi-model --models-dir DIR")
+    env = {BACKEND_ENV: args.backend} if args.backend else {}
     with tempfile.TemporaryDirectory(prefix="local-serve-") as base_dir:
         if args.multi_model:
-            return processes.serve_multi_model(args.models_dir, args.port, Path(base_dir))
-        return processes.serve(args.model_dir, args.port, Path(base_dir))
+            return processes.serve_multi_model(args.models_dir, args.port, Path(base_dir), env)
+        return processes.serve(args.model_dir, args.port, Path(base_dir), env)
 
 
 def job_hyperparameters(args: argparse.Namespace) -> dict[str, str]:

@@ -159,10 +159,10 @@ def stop_server(process: subprocess.Popen[bytes], timeout: float = 30) -> int:
     return process.returncode
 
 
-def serve(model_dir: Path, port: int, base_dir: Path) -> int:
+def serve(model_dir: Path, port: int, base_dir: Path, env: dict[str, str] | None = None) -> int:
     """Run `serve` in the foreground until Ctrl-C or SIGTERM; returns its exit code."""
     stop = StopSignals()  # before `serve` starts: no signal may leave it running alone
-    return in_foreground(start_server(model_dir, base_dir, port), stop)
+    return in_foreground(start_server(model_dir, base_dir, port, env), stop)
 
 
 def in_foreground(process: subprocess.Popen[bytes], stop: StopSignals) -> int:
@@ -213,7 +213,9 @@ def wait_for_ping(port: int, process: subprocess.Popen[bytes], timeout: float = 
         time.sleep(0.2)
 
 
-def serve_multi_model(models_dir: Path, port: int, base_dir: Path) -> int:
+def serve_multi_model(
+    models_dir: Path, port: int, base_dir: Path, env: dict[str, str] | None = None
+) -> int:
     """A multi-model endpoint in the foreground, loading every model of models_dir as
     SageMaker would load it (POST /models with its folder); 507 once it holds its most."""
     folders = model_folders(models_dir)
@@ -221,7 +223,7 @@ def serve_multi_model(models_dir: Path, port: int, base_dir: Path) -> int:
         print(f"error: no model folders (with {CONFIG_FILE}) in {models_dir}", file=sys.stderr)
         return 2
     stop = StopSignals()
-    process = start_multi_model_server(base_dir, port)
+    process = start_multi_model_server(base_dir, port, env)
     try:
         wait_for_ping(port, process)
     except (RuntimeError, TimeoutError) as error:

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.cloud import endpoints, hosting, jobs, sdk2, settings
+from launch.cloud import endpoints, hosting, jobs, sdk, settings
 from launch.cloud.commands.common import (
     Aws,
     Command,
@@ -252,7 +252,7 @@ def plan_deploy(args: argparse.Namespace) -> DeployPlan:
 
 def run_deploy(plan: DeployPlan, aws: Aws) -> int:
     target = aws.target
-    session = sdk2.sagemaker_session(target, plan.local)
+    session = sdk.calls().sagemaker_session(target, plan.local)
     model_data = plan.model.model_data(session.sagemaker_client)
     if plan.hosting.multi_model:  # SageMaker appends each target model's name to this prefix
         model_data = model_data.rstrip("/") + "/"
@@ -326,7 +326,7 @@ def plan_invoke(args: argparse.Namespace) -> InvokePlan:
 
 def run_invoke(plan: InvokePlan, aws: Aws) -> int:
     """1 when an image has no answer, or the SDK's and boto3's answers differ."""
-    session = sdk2.sagemaker_session(aws.target)
+    session = sdk.calls().sagemaker_session(aws.target)
     problems = endpoints.invoke(
         aws.target,
         session,

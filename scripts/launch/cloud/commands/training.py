@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from launch.cloud import jobs, sdk2, settings
+from launch.cloud import jobs, sdk, settings
 from launch.cloud.commands.common import Aws, Command, Table, add_aws_flags, add_sagemaker_flags
 from launch.cloud.settings import CloudError, unique_name
 from launch.options import check_hyperparameters, hyperparameter_flags
@@ -156,12 +156,12 @@ def tune(plan: TunePlan, aws: Aws) -> dict[str, Any] | None:
     """Start a tuning job; when waiting, print, save and return its best job."""
     target = aws.target
     settings.require_bucket(target)
-    session = sdk2.sagemaker_session(target)
+    session = sdk.calls().sagemaker_session(target)
     name = unique_name(jobs.TUNE_JOB_BASE)
     tuning = jobs.TuningJobPlan(
         jobs.estimator_plan(target, plan.job, name, plan.data_uri), plan.tuning
     )
-    sdk2.start_tuning_job(session, tuning)
+    sdk.calls().start_tuning_job(session, tuning)
     tuning_settings = plan.tuning
     print(
         f"tuning job {name}: {tuning_settings.max_jobs} jobs, "
@@ -251,7 +251,7 @@ def train(plan: TrainPlan, aws: Aws) -> str:
     target = aws.target
     if not (plan.data_uri or "").startswith("file://"):
         settings.require_bucket(target)
-    session = sdk2.sagemaker_session(target, plan.local)
+    session = sdk.calls().sagemaker_session(target, plan.local)
     job = plan.job
     if plan.tuning_job:  # tuning jobs live on SageMaker, even for --local
         job = with_tuning_job(job, target.session.client("sagemaker"), plan.tuning_job)
@@ -260,17 +260,17 @@ def train(plan: TrainPlan, aws: Aws) -> str:
         jobs.estimator_plan(target, job, name, plan.data_uri),
         None if plan.local else jobs.monitoring(target, name, plan.debugger),
     )
-    estimator = sdk2.start_training_job(session, training)
+    estimator = sdk.calls().start_training_job(session, training)
     jobs.print_training_job(training)
     if plan.wait:
-        sdk2.wait_for_training_job(estimator)
+        sdk.calls().wait_for_training_job(estimator)
     described = session.sagemaker_client.describe_training_job(TrainingJobName=name)
     print(f"status: {described['TrainingJobStatus']}")
     if described["TrainingJobStatus"] == "Completed":
         print(f"model: {described['ModelArtifacts']['S3ModelArtifacts']}")
     if training.monitoring is not None:
         if training.monitoring.debugger is not None:
-            print(f"debugger output: {sdk2.debugger_artifacts_path(estimator)}")
+            print(f"debugger output: {sdk.calls().debugger_artifacts_path(estimator)}")
         print(f"tensorboard output: {training.monitoring.tensorboard_uri}")
     print(f"next: python scripts/cloud.py report --job {name}")
     print(f"      python scripts/cloud.py deploy --job {name}")

@@ -6,7 +6,7 @@ import argparse
 from dataclasses import dataclass
 from pathlib import Path
 
-from launch.cloud import data, sdk2, settings, transform
+from launch.cloud import data, sdk, settings, transform
 from launch.cloud.commands.common import Aws, Command, Table, add_aws_flags, add_sagemaker_flags
 from launch.cloud.commands.endpoints import ModelSource, model_source
 from launch.cloud.settings import CloudError, unique_name
@@ -123,7 +123,7 @@ def run_transform(plan: TransformPlan, aws: Aws) -> int:
     """Start a Batch Transform job; when waiting, gather its results."""
     target = aws.target
     settings.require_bucket(target)
-    session = sdk2.sagemaker_session(target)
+    session = sdk.calls().sagemaker_session(target)
     model_data = plan.model.model_data(session.sagemaker_client)
     name = unique_name(transform.TRANSFORM_BASE)
     input_uri, content_type = transform.prepare_input(
@@ -139,7 +139,7 @@ def run_transform(plan: TransformPlan, aws: Aws) -> int:
         output_uri=(plan.output_uri or target.s3_uri("transform", name, "output")).rstrip("/"),
         settings=plan.settings,
     )
-    sdk2.start_transform_job(session, job)
+    sdk.calls().start_transform_job(session, job)
     transform.print_job(job)
     if not plan.wait:
         print(f"when it has finished: python scripts/cloud.py transform-report --job {name}")
