@@ -14,11 +14,9 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from botocore.exceptions import ClientError
-
 from launch.cloud import sdk, sdk2
 from launch.cloud.predictor import JSON, Answer, ImageRequest, first_prediction
-from launch.cloud.settings import AwsTarget, error_code, split_s3_uri
+from launch.cloud.settings import AwsTarget, s3_object
 
 POLL_S = 5  # between looks at S3; results take seconds to minutes
 SHOWN_FAILURE_CHARS = 40
@@ -43,16 +41,6 @@ def upload_input(s3: Any, target: AwsTarget, endpoint: str, request: ImageReques
     return f"s3://{target.bucket}/{key}"
 
 
-def read_object(s3: Any, uri: str) -> bytes | None:
-    bucket, key = split_s3_uri(uri)
-    try:
-        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except ClientError as error:
-        if error_code(error) in ("NoSuchKey", "404"):
-            return None
-        raise
-
-
 def failure(text: Any) -> str:
     shown = text.decode(errors="replace") if isinstance(text, bytes) else str(text)
     return f"failed: {shown.strip()[:SHOWN_FAILURE_CHARS]}"
@@ -60,10 +48,10 @@ def failure(text: Any) -> str:
 
 def boto3_result(s3: Any, submitted: Submitted) -> Answer | None:
     """The output's top class, the failure's text, or NOT_YET."""
-    output = read_object(s3, submitted.output_uri)
+    output = s3_object(s3, submitted.output_uri)
     if output is not None:
         return first_prediction(output)
-    failed = read_object(s3, submitted.failure_uri) if submitted.failure_uri else None
+    failed = s3_object(s3, submitted.failure_uri) if submitted.failure_uri else None
     return NOT_YET if failed is None else failure(failed)
 
 

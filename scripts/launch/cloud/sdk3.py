@@ -27,7 +27,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 import boto3
-from botocore.exceptions import ClientError
 
 from launch.cloud import hosting
 from launch.cloud.hosting import AsyncSettings, Hosting
@@ -40,7 +39,7 @@ from launch.cloud.jobs import (
     TuningJobPlan,
 )
 from launch.cloud.sdk2 import FAILURE, PENDING, RESULT, with_losses_interval
-from launch.cloud.settings import AwsTarget, CloudError, error_code, split_s3_uri
+from launch.cloud.settings import AwsTarget, CloudError, s3_object
 from launch.cloud.transform import TransformJobPlan
 from launch.search_space import SEARCH_SPACE, Choice, FloatRange
 from serving import content_types
@@ -533,16 +532,6 @@ class AsyncPredictor:
 
 def async_predictor(session: Session, endpoint: str) -> AsyncPredictor:
     return AsyncPredictor(session, endpoint)
-
-
-def s3_object(s3: Any, uri: str) -> bytes | None:
-    bucket, key = split_s3_uri(uri)
-    try:
-        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
-    except ClientError as error:
-        if error_code(error) in ("NoSuchKey", "404"):
-            return None
-        raise
 
 
 def async_result(response: AsyncResponse) -> tuple[str, Any]:

@@ -60,6 +60,17 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def s3_object(s3: Any, uri: str) -> bytes | None:
+    """The object's bytes, or None where it does not exist (yet)."""
+    bucket, key = split_s3_uri(uri)
+    try:
+        return bytes(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+    except ClientError as error:
+        if error_code(error) in ("NoSuchKey", "404"):
+            return None
+        raise
+
+
 def s3_objects(s3: Any, prefix_uri: str) -> dict[str, int]:
     """Name relative to the prefix -> size, for every object under an s3:// prefix."""
     bucket, prefix = split_s3_uri(prefix_uri)
