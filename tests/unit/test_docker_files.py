@@ -34,15 +34,6 @@ from support.dockerfile import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DOCKER_DIR = REPO_ROOT / "docker"
-SKIP_DIRS = {
-    ".git",
-    ".venv",
-    "build",
-    "node_modules",
-    ".pytest_cache",
-    ".ruff_cache",
-    ".mypy_cache",
-}
 
 # What each image runs and the project packages it ships (folders with a pyproject.toml).
 IMAGES = {
@@ -71,10 +62,17 @@ def tool(name: str) -> str:
 
 
 def repo_files(pattern: str) -> list[Path]:
+    """The repository's own files matching `pattern`: tracked, or new and not ignored (never
+    a virtual environment's or a build's, whatever their names)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z", "--", pattern],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
     return sorted(
-        path
-        for path in REPO_ROOT.rglob(pattern)
-        if path.is_file() and not SKIP_DIRS.intersection(path.relative_to(REPO_ROOT).parts)
+        REPO_ROOT / name for name in listed.split("\0") if name and (REPO_ROOT / name).is_file()
     )
 
 
