@@ -378,22 +378,7 @@ def test_pinned_environment_imports_together(name: str, tmp_path: Path) -> None:
         f"        if info.name not in {OTHER_BACKEND.get(name, ())!r}:\n"
         "            importlib.import_module(info.name)\n"
     )
-    result = subprocess.run(
-        # -S: no site-packages of this venv; only the image's set and its code.
-        [sys.executable, "-S", "-c", script],
-        cwd=tmp_path,
-        env={
-            "PATH": str(Path(sys.executable).parent),
-            "PYTHONPATH": os.pathsep.join([*map(str, roots), str(site)]),
-            "SAGEMAKER_BASE_DIR": str(tmp_path / "ml"),
-            "HOME": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_with_only(script, roots, site, tmp_path)
 
 
 # What needs torch: the CPU serving image has these files but never imports them.
@@ -422,21 +407,7 @@ def test_cpu_serving_environment_imports_without_torch(tmp_path: Path) -> None:
         "            importlib.import_module(info.name)\n"
         "import sagemaker_inference.model_server, mms, onnxruntime\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-S", "-c", script],
-        cwd=tmp_path,
-        env={
-            "PATH": str(Path(sys.executable).parent),
-            "PYTHONPATH": os.pathsep.join([*map(str, roots), str(site)]),
-            "SAGEMAKER_BASE_DIR": str(tmp_path / "ml"),
-            "HOME": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
+    run_with_only(script, roots, site, tmp_path)
 
 
 # pip echoes its call; the file commands of the step do nothing.
@@ -603,3 +574,23 @@ def test_docs_show_the_recorded_image_sizes() -> None:
     for size in recorded.values():
         assert f"{size / 1e9:.2f} GB" in docs
         assert f"{size:,}" in docs
+
+
+def run_with_only(script: str, roots: list[Path], site: Path, tmp_path: Path) -> None:
+    """Run `script` with only the project's package folders `roots` and an image's
+    site-packages `site` importable (-S: none of this venv's packages); it must succeed."""
+    result = subprocess.run(
+        [sys.executable, "-S", "-c", script],
+        cwd=tmp_path,
+        env={
+            "PATH": str(Path(sys.executable).parent),
+            "PYTHONPATH": os.pathsep.join([*map(str, roots), str(site)]),
+            "SAGEMAKER_BASE_DIR": str(tmp_path / "ml"),
+            "HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
